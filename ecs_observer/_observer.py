@@ -1,0 +1,218 @@
+"""The pipeline: receive, decode, look up tags, sequence, translate, forward, acknowledge.
+
+This is the only module that wires the parts; each I/O part sits behind an
+interface (MessageQueue, TaskDescriber, ChainStore, EventSink), so tests run it
+against moto, a real Prefect server, or a sink that fails on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import stamina
+from cachetools import LRUCache
+
+from ._aws import Message, MessageQueue
+from ._ecs_event import Decoded, Ignored, Rejected, TaskStateChange, decode
+from ._forwarder import Forwarder
+from ._leases import SQS_BATCH, Leases
+from ._prefect_api import EventSink
+from ._sequencer import ChainStore, Sequencer
+from ._stats import Stats
+from ._tags import TagLookup, TaskDescriber
+from ._translate import NotPrefects, flow_run_id, translate
+
+__all__ = ["Observer", "ObserverConfig"]
+
+log = logging.getLogger("ecs_observer")
+
+
+@dataclass(frozen=True)
+class ObserverConfig:
+    receivers: int = 4
+    max_in_flight: int = 1000
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 60
+    batch_size: int = 200
+    batch_bytes: int = 1_000_000
+    linger: float = 0.05
+    reorder_window: float = 2.0
+    cache_size: int = 100_000
+    drain_timeout: float = 25.0
+    summary_interval: float = 60.0
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+
+class Observer:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        describer: TaskDescriber,
+        store: ChainStore,
+        sink: EventSink,
+        config: ObserverConfig,
+        stats: Stats | None = None,
+    ) -> None:
+        self.stats = stats or Stats()
+        self._queue = queue
+        self._sink = sink
+        self._config = config
+        self._tags = TagLookup(
+            describer, self.stats, cache_size=config.cache_size, linger=config.linger,
+            retry_initial=config.retry_initial, retry_max=config.retry_max,
+        )
+        self._sequencer = Sequencer(store, config.reorder_window)
+        self._forwarder = Forwarder(sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger)
+        self._leases = Leases(queue, self.stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()  # set when in-flight messages finish
+        self._idle_target: int | None = None
+        self._idle_polls = 0
+        self._stop = asyncio.Event()
+        # Bounded memories so that each problem is logged once, not on every redelivery.
+        self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+        self._warned_tasks: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+
+    def stop(self) -> None:
+        """Stop receiving; `run` then drains within the drain timeout and returns."""
+        self._stop.set()
+
+    async def run(self, until_idle: int | None = None) -> None:
+        """Observe until stopped, or until `until_idle` receives in a row found the queue empty."""
+        self._idle_target = until_idle
+        receivers = [asyncio.create_task(self._receive_loop()) for _ in range(self._config.receivers)]
+        helpers = [asyncio.create_task(self._leases.keep_alive()), asyncio.create_task(self._summaries())]
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping: no new messages; finishing %d in flight", len(self._handlers))
+            for task in receivers:
+                task.cancel()
+            await asyncio.gather(*receivers, return_exceptions=True)
+            await self._drain()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            log.info("stopped: %s", self.stats.summary())
+
+    async def _drain(self) -> None:
+        if self._handlers:
+            _, pending = await asyncio.wait(set(self._handlers), timeout=self._config.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tags.close()
+        await self._forwarder.close()
+        await self._leases.flush()
+        returned = await self._leases.return_unfinished()
+        if returned:
+            log.warning("%d message(s) unfinished at shutdown were returned to the queue", returned)
+
+    async def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._wait_for_room()
+            async for attempt in stamina.retry_context(
+                on=Exception, attempts=None, timeout=None,
+                wait_initial=self._config.retry_initial, wait_max=self._config.retry_max,
+            ):
+                with attempt:
+                    try:
+                        messages = await self._queue.receive(
+                            SQS_BATCH, self._config.wait_time_seconds, self._config.visibility_timeout
+                        )
+                    except Exception as exc:
+                        log.warning("ReceiveMessage failed; retrying (attempt %d): %s", attempt.num, exc)
+                        raise
+            self._note_idle(not messages)
+            self._dispatch(messages)
+
+    def _note_idle(self, empty: bool) -> None:
+        if self._idle_target is None:
+            return
+        self._idle_polls = self._idle_polls + 1 if empty and not self._handlers else 0
+        if self._idle_polls >= self._idle_target:
+            self._stop.set()
+
+    async def _wait_for_room(self) -> None:
+        while self.stats.in_flight + SQS_BATCH > self._config.max_in_flight:
+            self._room.clear()
+            await self._room.wait()
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        decoded = [(message, decode(message.body)) for message in messages]
+        # Lower versions of a task first, so that a batch needs no reorder wait.
+        decoded.sort(key=lambda pair: _order(pair[1]))
+        for message, outcome in decoded:
+            self.stats.received += 1
+            self.stats.in_flight += 1
+            self._leases.hold(message)
+            task = asyncio.create_task(self._handle(message, outcome))
+            self._handlers.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self.stats.in_flight -= 1
+        self._room.set()
+
+    async def _handle(self, message: Message, outcome: Decoded) -> None:
+        try:
+            if isinstance(outcome, Ignored):
+                self.stats.ignored += 1
+                log.debug("message %s ignored: %s", message.message_id, outcome.reason)
+                self._leases.ack(message)
+            elif isinstance(outcome, Rejected):
+                self._reject(message, outcome.reason)
+            else:
+                await self._observe(message, outcome)
+        except asyncio.CancelledError:
+            self._leases.release(message)
+            raise
+        except Exception:
+            log.exception("message %s failed unexpectedly; it stays in the queue", message.message_id)
+            self._leases.release(message)
+
+    async def _observe(self, message: Message, change: TaskStateChange) -> None:
+        tags = await self._tags.tags_for(change)
+        # The sequencer only sees Prefect's tasks; a check before it keeps others out of its memory.
+        if flow_run_id(change, tags.tags) is None:
+            self.stats.filtered += 1
+            log.debug("task %s is not Prefect's%s", change.task_arn, "" if tags.described else " (ECS no longer knows it)")
+            self._leases.ack(message)
+            return
+        follows = await self._sequencer.follows(change)
+        event = translate(change, tags.tags, follows)
+        assert not isinstance(event, NotPrefects)
+        if event.warnings and change.task_arn not in self._warned_tasks:
+            self._warned_tasks[change.task_arn] = True
+            for warning in event.warnings:
+                log.warning("task %s: %s", change.task_arn, warning)
+        refused = await self._forwarder.forward(event)
+        if refused is None:
+            self.stats.forwarded += 1
+            self._leases.ack(message)
+        else:
+            self.stats.invalid_events += 1
+            self._reject(message, f"the Prefect API refused event {event.id}: {refused}")
+
+    def _reject(self, message: Message, reason: str) -> None:
+        self.stats.rejected += 1
+        level = logging.DEBUG if message.message_id in self._logged_rejections else logging.WARNING
+        self._logged_rejections[message.message_id] = True
+        log.log(level, "message %s rejected, left for the dead-letter queue (receive %d): %s",
+                message.message_id, message.receive_count, reason)
+        self._leases.release(message)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.summary_interval)
+            log.info("summary: %s", self.stats.summary())
+
+
+def _order(outcome: Decoded) -> tuple[str, int]:
+    if isinstance(outcome, TaskStateChange):
+        return (outcome.task_arn, outcome.version or 0)
+    return ("", 0)

@@ -1,0 +1,155 @@
+"""Assembles the observer from settings and runs it as a service, or checks that it could run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import httpx
+from botocore.exceptions import ClientError
+
+from ._aws import AwsClients, EcsDescriber, SqsQueue
+from ._observer import Observer, ObserverConfig
+from ._prefect_api import EventSink, PrefectApiSink, auth_headers
+from ._sequencer import MemoryChainStore
+from ._settings import Settings
+
+__all__ = ["check", "observer_config", "prefect_sink", "run_service"]
+
+log = logging.getLogger("ecs_observer")
+
+
+def observer_config(settings: Settings) -> ObserverConfig:
+    return ObserverConfig(
+        receivers=settings.receivers,
+        max_in_flight=settings.max_in_flight,
+        wait_time_seconds=settings.wait_time_seconds,
+        visibility_timeout=settings.visibility_timeout,
+        batch_size=settings.batch_size,
+        batch_bytes=settings.batch_bytes,
+        linger=settings.linger,
+        reorder_window=settings.reorder_window,
+        cache_size=settings.cache_size,
+        drain_timeout=settings.drain_timeout,
+    )
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return str(get()) if get is not None else None
+
+
+def prefect_sink(settings: Settings, api_url: str) -> PrefectApiSink:
+    return PrefectApiSink(
+        api_url,
+        api_key=_secret(settings.prefect_api_key),
+        auth_string=_secret(settings.prefect_api_auth_string),
+        timeout=settings.http_timeout,
+    )
+
+
+async def _queue_url(clients: AwsClients, settings: Settings) -> tuple[SqsQueue, str | None]:
+    region = settings.queue_region
+    if settings.queue_url:
+        if region is None and ".amazonaws.com" in settings.queue_url:
+            region = settings.queue_url.split("//", 1)[1].split(".")[1]
+        sqs = await clients.sqs(region)
+        return SqsQueue(sqs, settings.queue_url), region
+    sqs = await clients.sqs(region)
+    answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
+    return SqsQueue(sqs, answer["QueueUrl"]), region
+
+
+async def run_service(settings: Settings, *, clients: AwsClients | None = None, sink: EventSink | None = None) -> Observer:
+    """Run until SIGTERM or SIGINT, then drain and return the observer (for its stats)."""
+    settings.require_queue()
+    api_url = settings.require_prefect() if sink is None else None
+    async with AsyncExitStack() as stack:
+        clients = await stack.enter_async_context(clients or AwsClients())
+        queue, _ = await _queue_url(clients, settings)
+        the_sink = sink or prefect_sink(settings, str(api_url))
+        stack.push_async_callback(the_sink.aclose)
+        observer = Observer(queue, EcsDescriber(clients), MemoryChainStore(settings.cache_size), the_sink,
+                            observer_config(settings))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, observer.stop)
+        log.info("observing %s; forwarding to %s", queue.url, api_url or type(the_sink).__name__)
+        try:
+            await observer.run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+    return observer
+
+
+async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
+    """One line per check, `ok` or the reason; True only if all pass."""
+    results: list[bool] = []
+
+    async def step(name: str, probe: Callable[[], Awaitable[str]]) -> None:
+        try:
+            detail = await probe()
+        except Exception as exc:  # every failure becomes a reason on its line
+            results.append(False)
+            emit(f"FAIL {name}: {type(exc).__name__}: {exc}")
+        else:
+            results.append(True)
+            emit(f"ok   {name}{': ' + detail if detail else ''}")
+
+    async def configuration() -> str:
+        settings.require_queue()
+        settings.require_prefect()
+        return ""
+
+    await step("configuration", configuration)
+    if not results[-1]:
+        return False
+    async with AwsClients() as clients:
+        holder: list[SqsQueue] = []
+
+        async def queue() -> str:
+            found, _ = await _queue_url(clients, settings)
+            sqs = await clients.sqs(settings.queue_region)
+            attrs = await sqs.get_queue_attributes(QueueUrl=found.url, AttributeNames=["ApproximateNumberOfMessages"])
+            holder.append(found)
+            return f"{found.url} ({attrs['Attributes'].get('ApproximateNumberOfMessages', '?')} messages waiting)"
+
+        async def receive() -> str:
+            if not holder:
+                raise RuntimeError("no queue")
+            # Peeks without taking: visibility 0 leaves any message for the running observers.
+            await holder[0].receive(1, 0, 0)
+            return ""
+
+        async def describe() -> str:
+            region = settings.queue_region or clients.default_region()
+            ecs = await clients.ecs(region)
+            try:
+                await ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if "AccessDenied" in code or "Unauthorized" in code or "Unrecognized" in code:
+                    raise
+                # A probe task in a cluster that may not exist: any answer but a denial shows the permission.
+                return f"allowed in {region} ({code} for the probe task)"
+            return f"allowed in {region}"
+
+        async def prefect() -> str:
+            url = str(settings.prefect_api_url).rstrip("/")
+            headers = auth_headers(_secret(settings.prefect_api_key), _secret(settings.prefect_api_auth_string))
+            async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+                answer = await http.post(f"{url}/events/filter", json={"limit": 1})
+            if answer.status_code in (401, 403):
+                raise RuntimeError(f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)")
+            answer.raise_for_status()
+            return url
+
+        await step("queue exists", queue)
+        await step("queue can be read", receive)
+        await step("ecs:DescribeTasks allowed", describe)
+        await step("Prefect API answers", prefect)
+    return all(results)
