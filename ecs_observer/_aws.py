@@ -8,13 +8,13 @@ botocore honours; nothing here needs to know whether it talks to AWS or moto.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 
 if TYPE_CHECKING:
     from types_aiobotocore_ecs.client import ECSClient
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["AwsClients", "EcsDescriber", "Message", "MessageQueue", "SqsQueue"]
 
 # botocore's own retries are short; the observer's loops retry with longer backoff on top.
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=40, connect_timeout=10, max_pool_connections=20)
+_CONFIG = AioConfig(
+    retries={"mode": "standard", "max_attempts": 3}, read_timeout=40, connect_timeout=10, max_pool_connections=20
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class MessageQueue(Protocol):
 
     async def delete(self, messages: Sequence[Message]) -> dict[str, str]: ...
 
-    async def change_visibility(self, messages: Sequence[Message], timeout: int) -> dict[str, str]: ...
+    async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]: ...
 
 
 class AwsClients:
@@ -51,7 +53,7 @@ class AwsClients:
         self._session = session or aioboto3.Session()
         self._endpoint_url = endpoint_url  # for the demo's in-process moto; else AWS_ENDPOINT_URL_* apply
         self._stack = AsyncExitStack()
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str | None], Any] = {}
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> AwsClients:
@@ -66,20 +68,23 @@ class AwsClients:
         return region
 
     async def sqs(self, region: str | None) -> SQSClient:
-        client: SQSClient = await self._client("sqs", region)
-        return client
+        opened: SQSClient = await self._open(
+            ("sqs", region),
+            lambda: self._session.client("sqs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
+        )
+        return opened
 
     async def ecs(self, region: str | None) -> ECSClient:
-        client: ECSClient = await self._client("ecs", region)
-        return client
+        opened: ECSClient = await self._open(
+            ("ecs", region),
+            lambda: self._session.client("ecs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
+        )
+        return opened
 
-    async def _client(self, service: Literal["sqs", "ecs"], region: str | None) -> Any:
-        key = (service, region or "")
+    async def _open(self, key: tuple[str, str | None], factory: Callable[[], AbstractAsyncContextManager[Any]]) -> Any:
         async with self._lock:
             if key not in self._clients:
-                self._clients[key] = await self._stack.enter_async_context(
-                    self._session.client(service, region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG)
-                )
+                self._clients[key] = await self._stack.enter_async_context(factory())
             return self._clients[key]
 
 
@@ -113,11 +118,11 @@ class SqsQueue:
         )
         return _failures(messages, answer.get("Failed", []))
 
-    async def change_visibility(self, messages: Sequence[Message], timeout: int) -> dict[str, str]:
+    async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]:
         answer = await self._client.change_message_visibility_batch(
             QueueUrl=self.url,
             Entries=[
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": visibility}
                 for i, m in enumerate(messages)
             ],
         )

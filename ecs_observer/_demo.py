@@ -15,7 +15,7 @@ import socket
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 
@@ -26,6 +26,9 @@ from ._samples import lifecycle
 from ._sequencer import MemoryChainStore
 from ._service import prefect_sink
 from ._settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs.type_defs import TagTypeDef
 
 __all__ = ["run_demo"]
 
@@ -50,10 +53,13 @@ async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> in
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        session = aioboto3.Session(aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION)
+        # moto accepts any credentials; these are placeholders, not secrets.
+        session = aioboto3.Session(aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION)  # noqa: S106
         async with AwsClients(session, endpoint_url=f"http://127.0.0.1:{port}") as clients:
             queue = await _feed(clients, tagged, untagged)
-            sink: EventSink = prefect_sink(settings, settings.prefect_api_url) if settings.prefect_api_url else ConsoleSink()
+            sink: EventSink = (
+                prefect_sink(settings, settings.prefect_api_url) if settings.prefect_api_url else ConsoleSink()
+            )
             config = ObserverConfig(receivers=2, wait_time_seconds=1, visibility_timeout=30, reorder_window=2.0)
             observer = Observer(queue, EcsDescriber(clients), MemoryChainStore(1000), sink, config)
             try:
@@ -78,14 +84,15 @@ async def _feed(clients: AwsClients, tagged: int, untagged: int) -> SqsQueue:
     queue_url = (await sqs.create_queue(QueueName="ecs-observer-demo"))["QueueUrl"]
     cluster_arn = (await ecs.create_cluster(clusterName="prefect-demo"))["cluster"]["clusterArn"]
     task_def = await ecs.register_task_definition(
-        family="prefect-flow", containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3-latest", "memory": 512}]
+        family="prefect-flow",
+        containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3-latest", "memory": 512}],
     )
     task_def_arn = task_def["taskDefinition"]["taskDefinitionArn"]
     events: list[dict[str, Any]] = []
     start = datetime.now(UTC) - timedelta(minutes=2)
     for n in range(tagged + untagged):
         run_id = str(uuid.uuid4())
-        tags = (
+        tags: list[TagTypeDef] = (
             [
                 {"key": "prefect.io/flow-run-id", "value": run_id},
                 {"key": "prefect.io/flow-run-name", "value": f"demo-run-{n}"},
@@ -103,11 +110,22 @@ async def _feed(clients: AwsClients, tagged: int, untagged: int) -> SqsQueue:
         task = await ecs.run_task(cluster="prefect-demo", taskDefinition=task_def_arn, launchType="FARGATE", tags=tags)
         task_arn = task["tasks"][0]["taskArn"]
         events += lifecycle(
-            task_arn, start + timedelta(seconds=n), cluster_arn=cluster_arn, task_definition_arn=task_def_arn,
-            flow_run_id=run_id if n < tagged else None, exit_code=1 if n == 0 else 0,
+            task_arn,
+            start + timedelta(seconds=n),
+            cluster_arn=cluster_arn,
+            task_definition_arn=task_def_arn,
+            flow_run_id=run_id if n < tagged else None,
+            exit_code=1 if n == 0 else 0,
         )
-    events.append({"id": str(uuid.uuid4()), "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
-                   "time": start.isoformat(), "detail": {}})
+    events.append(
+        {
+            "id": str(uuid.uuid4()),
+            "source": "aws.ec2",
+            "detail-type": "EC2 Instance State-change Notification",
+            "time": start.isoformat(),
+            "detail": {},
+        }
+    )
     random.shuffle(events)  # SQS keeps no order either
     for offset in range(0, len(events), 10):
         entries = [{"Id": str(i), "MessageBody": json.dumps(e)} for i, e in enumerate(events[offset : offset + 10])]

@@ -207,4 +207,3 @@ def _flow_run_id_override(overrides: _Overrides | None) -> UUID | None:
             if var.name == FLOW_RUN_ID_ENV and (found := parse_uuid(var.value)) is not None:
                 return found
     return None
-

@@ -19,7 +19,13 @@ __all__ = ["Forwarder"]
 
 class Forwarder:
     def __init__(
-        self, sink: EventSink, *, max_events: int = 200, max_bytes: int = 1_000_000, linger: float = 0.05, concurrency: int = 4
+        self,
+        sink: EventSink,
+        *,
+        max_events: int = 200,
+        max_bytes: int = 1_000_000,
+        linger: float = 0.05,
+        concurrency: int = 4,
     ) -> None:
         self._sink = sink
         self._max_events = max_events

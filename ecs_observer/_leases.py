@@ -83,7 +83,11 @@ class Leases:
         for message in batch:
             self.release(message)
             if message.message_id in failed:
-                log.warning("could not delete message %s (it will be redelivered): %s", message.message_id, failed[message.message_id])
+                log.warning(
+                    "could not delete message %s (it will be redelivered): %s",
+                    message.message_id,
+                    failed[message.message_id],
+                )
             else:
                 self._stats.deleted += 1
 
@@ -108,17 +112,19 @@ class Leases:
         self._deadlines.clear()
         return len(unfinished)
 
-    async def _set_visibility(self, messages: Sequence[Message], timeout: int) -> None:
+    async def _set_visibility(self, messages: Sequence[Message], visibility: int) -> None:
         now = asyncio.get_running_loop().time()
         for start in range(0, len(messages), SQS_BATCH):
             batch = messages[start : start + SQS_BATCH]
             try:
-                failed = await self._queue.change_visibility(batch, timeout)
+                failed = await self._queue.change_visibility(batch, visibility)
             except Exception as exc:
                 log.warning("ChangeMessageVisibilityBatch failed for %d message(s); retrying soon: %s", len(batch), exc)
                 continue
             for message in batch:
                 if message.message_id in failed:
-                    log.info("cannot change visibility of message %s: %s", message.message_id, failed[message.message_id])
-                elif timeout and message.message_id in self._deadlines:
-                    self._deadlines[message.message_id] = (message, now + timeout)
+                    log.info(
+                        "cannot change visibility of message %s: %s", message.message_id, failed[message.message_id]
+                    )
+                elif visibility and message.message_id in self._deadlines:
+                    self._deadlines[message.message_id] = (message, now + visibility)

@@ -38,6 +38,7 @@ class ObserverConfig:
     batch_size: int = 200
     batch_bytes: int = 1_000_000
     linger: float = 0.05
+    describe_linger: float = 0.1
     reorder_window: float = 2.0
     cache_size: int = 100_000
     drain_timeout: float = 25.0
@@ -61,12 +62,20 @@ class Observer:
         self._sink = sink
         self._config = config
         self._tags = TagLookup(
-            describer, self.stats, cache_size=config.cache_size, linger=config.linger,
-            retry_initial=config.retry_initial, retry_max=config.retry_max,
+            describer,
+            self.stats,
+            cache_size=config.cache_size,
+            linger=config.describe_linger,
+            retry_initial=config.retry_initial,
+            retry_max=config.retry_max,
         )
         self._sequencer = Sequencer(store, config.reorder_window)
-        self._forwarder = Forwarder(sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger)
-        self._leases = Leases(queue, self.stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
+        self._forwarder = Forwarder(
+            sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
+        )
+        self._leases = Leases(
+            queue, self.stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger
+        )
         self._handlers: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()  # set when in-flight messages finish
         self._idle_target: int | None = None
@@ -115,8 +124,11 @@ class Observer:
         while not self._stop.is_set():
             await self._wait_for_room()
             async for attempt in stamina.retry_context(
-                on=Exception, attempts=None, timeout=None,
-                wait_initial=self._config.retry_initial, wait_max=self._config.retry_max,
+                on=Exception,
+                attempts=None,
+                timeout=None,
+                wait_initial=self._config.retry_initial,
+                wait_max=self._config.retry_max,
             ):
                 with attempt:
                     try:
@@ -180,7 +192,9 @@ class Observer:
         # The sequencer only sees Prefect's tasks; a check before it keeps others out of its memory.
         if flow_run_id(change, tags.tags) is None:
             self.stats.filtered += 1
-            log.debug("task %s is not Prefect's%s", change.task_arn, "" if tags.described else " (ECS no longer knows it)")
+            log.debug(
+                "task %s is not Prefect's%s", change.task_arn, "" if tags.described else " (ECS no longer knows it)"
+            )
             self._leases.ack(message)
             return
         follows = await self._sequencer.follows(change)
@@ -202,8 +216,13 @@ class Observer:
         self.stats.rejected += 1
         level = logging.DEBUG if message.message_id in self._logged_rejections else logging.WARNING
         self._logged_rejections[message.message_id] = True
-        log.log(level, "message %s rejected, left for the dead-letter queue (receive %d): %s",
-                message.message_id, message.receive_count, reason)
+        log.log(
+            level,
+            "message %s rejected, left for the dead-letter queue (receive %d): %s",
+            message.message_id,
+            message.receive_count,
+            reason,
+        )
         self._leases.release(message)
 
     async def _summaries(self) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 __all__ = ["FARGATE_LIFECYCLE", "lifecycle", "state_change"]
 
 FARGATE_LIFECYCLE = (
-    "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED",
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
 )
 
 
@@ -88,7 +95,10 @@ def lifecycle(
     last = len(statuses) - 1
     return [
         state_change(
-            task_arn, status, version, start + step * (version - 1),
+            task_arn,
+            status,
+            version,
+            start + step * (version - 1),
             **{k: v for k, v in fields.items() if k != "exit_code" or version - 1 == last},
         )
         for version, status in enumerate(statuses, start=1)

@@ -8,6 +8,7 @@ to the reorder window for it, so that an out-of-order arrival gets the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 from uuid import UUID
@@ -73,10 +74,8 @@ class Sequencer:
             remaining = deadline - loop.time()
             if remaining <= 0 or not awaits_predecessor(history, change.version):
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(condition.wait(), remaining)
-            except TimeoutError:
-                pass
         follows = choose_follows(history, change.event_id, change.version, change.occurred)
         await self._store.record(change.task_arn, Link(change.event_id, change.version, change.occurred, follows))
         condition.notify_all()

@@ -31,6 +31,7 @@ def observer_config(settings: Settings) -> ObserverConfig:
         batch_size=settings.batch_size,
         batch_bytes=settings.batch_bytes,
         linger=settings.linger,
+        describe_linger=settings.describe_linger,
         reorder_window=settings.reorder_window,
         cache_size=settings.cache_size,
         drain_timeout=settings.drain_timeout,
@@ -63,7 +64,9 @@ async def _queue_url(clients: AwsClients, settings: Settings) -> tuple[SqsQueue,
     return SqsQueue(sqs, answer["QueueUrl"]), region
 
 
-async def run_service(settings: Settings, *, clients: AwsClients | None = None, sink: EventSink | None = None) -> Observer:
+async def run_service(
+    settings: Settings, *, clients: AwsClients | None = None, sink: EventSink | None = None
+) -> Observer:
     """Run until SIGTERM or SIGINT, then drain and return the observer (for its stats)."""
     settings.require_queue()
     api_url = settings.require_prefect() if sink is None else None
@@ -72,8 +75,9 @@ async def run_service(settings: Settings, *, clients: AwsClients | None = None, 
         queue, _ = await _queue_url(clients, settings)
         the_sink = sink or prefect_sink(settings, str(api_url))
         stack.push_async_callback(the_sink.aclose)
-        observer = Observer(queue, EcsDescriber(clients), MemoryChainStore(settings.cache_size), the_sink,
-                            observer_config(settings))
+        observer = Observer(
+            queue, EcsDescriber(clients), MemoryChainStore(settings.cache_size), the_sink, observer_config(settings)
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, observer.stop)
@@ -144,7 +148,9 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             async with httpx.AsyncClient(timeout=10, headers=headers) as http:
                 answer = await http.post(f"{url}/events/filter", json={"limit": 1})
             if answer.status_code in (401, 403):
-                raise RuntimeError(f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)")
+                raise RuntimeError(
+                    f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)"
+                )
             answer.raise_for_status()
             return url
 

@@ -48,14 +48,29 @@ class Settings(BaseSettings):
         description="user:password of a self-hosted server with basic auth",
     )
     receivers: int = Field(default=4, ge=1, le=64, description="concurrent long-polling receive loops")
-    max_in_flight: int = Field(default=1000, ge=10, le=100_000, description="messages held at once before receiving pauses")
+    max_in_flight: int = Field(
+        default=1000, ge=10, le=100_000, description="messages held at once before receiving pauses"
+    )
     wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait")
-    visibility_timeout: int = Field(default=60, ge=5, le=43_200, description="seconds a received message stays hidden; extended while in flight")
+    visibility_timeout: int = Field(
+        default=60, ge=5, le=43_200, description="seconds a received message stays hidden; extended while in flight"
+    )
     batch_size: int = Field(default=200, ge=1, le=5000, description="events per POST to the Prefect API")
-    batch_bytes: int = Field(default=1_000_000, ge=10_000, le=50_000_000, description="bytes per POST to the Prefect API")
-    linger: float = Field(default=0.05, ge=0, le=5, description="seconds a batch waits for more events (events, tags, deletes)")
-    reorder_window: float = Field(default=2.0, ge=0, le=60, description="seconds an out-of-order state change waits for its predecessor")
-    cache_size: int = Field(default=100_000, ge=100, le=10_000_000, description="tasks whose tags and recent state changes are kept")
+    batch_bytes: int = Field(
+        default=1_000_000, ge=10_000, le=50_000_000, description="bytes per POST to the Prefect API"
+    )
+    linger: float = Field(
+        default=0.05, ge=0, le=5, description="seconds a batch waits for more events (events, tags, deletes)"
+    )
+    describe_linger: float = Field(
+        default=0.1, ge=0, le=5, description="seconds tag lookups wait to share one DescribeTasks call"
+    )
+    reorder_window: float = Field(
+        default=2.0, ge=0, le=60, description="seconds an out-of-order state change waits for its predecessor"
+    )
+    cache_size: int = Field(
+        default=100_000, ge=100, le=10_000_000, description="tasks whose tags and recent state changes are kept"
+    )
     drain_timeout: float = Field(default=25.0, ge=0, le=3600, description="seconds to finish in-flight work on SIGTERM")
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
     log_format: Literal["json", "text"] = Field(default="json", description="json lines (CloudWatch) or text")

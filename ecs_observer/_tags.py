@@ -49,7 +49,9 @@ class TaskDescriber(Protocol):
     raises on any error, which the caller retries.
     """
 
-    async def describe(self, region: str, cluster: str | None, task_arns: Sequence[str]) -> Mapping[str, Mapping[str, str] | None]: ...
+    async def describe(
+        self, region: str, cluster: str | None, task_arns: Sequence[str]
+    ) -> Mapping[str, Mapping[str, str] | None]: ...
 
 
 @dataclass
@@ -125,7 +127,11 @@ class TagLookup:
                     except Exception as exc:
                         log.warning(
                             "DescribeTasks failed for %d task(s) of cluster %s in %s; retrying (attempt %d): %s",
-                            len(arns), cluster or "default", region, attempt.num, exc,
+                            len(arns),
+                            cluster or "default",
+                            region,
+                            attempt.num,
+                            exc,
                         )
                         raise
         finally:

@@ -47,12 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings_flags(run)
     check = commands.add_parser("check", help="check configuration, queue, DescribeTasks permission and Prefect API")
     _add_settings_flags(check)
-    tr = commands.add_parser("translate", help="print the Prefect event the observer would forward for one EventBridge event")
+    tr = commands.add_parser(
+        "translate", help="print the Prefect event the observer would forward for one EventBridge event"
+    )
     tr.add_argument("file", nargs="?", help="file holding the EventBridge event (default: stdin)")
     tr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag of the task (repeatable)")
     tr.add_argument("--follows", default=None, metavar="UUID", help="id of the previous state change, if any")
     demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
-    demo.add_argument("--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)")
+    demo.add_argument(
+        "--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)"
+    )
     for sub in (run, check, tr, demo):
         sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
         sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)

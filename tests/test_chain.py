@@ -1,0 +1,166 @@
+"""`follows`: the previous state change of the same task, if less than 5 minutes earlier."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ecs_observer import TaskStateChange, decode
+from ecs_observer._chain import Link, add_link, awaits_predecessor, choose_follows
+from ecs_observer._samples import lifecycle
+from ecs_observer._sequencer import MemoryChainStore, Sequencer
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
+
+
+def link(version: int | None, at: datetime, follows: uuid.UUID | None = None) -> Link:
+    return Link(uuid.uuid4(), version, at, follows)
+
+
+def test_first_change_follows_nothing() -> None:
+    assert choose_follows((), uuid.uuid4(), 1, T0) is None
+
+
+def test_follows_previous_version() -> None:
+    one, two = link(1, T0), link(2, T0 + timedelta(seconds=5))
+    assert choose_follows((one, two), uuid.uuid4(), 3, T0 + timedelta(seconds=9)) == two.event_id
+
+
+def test_four_minutes_59_seconds_chains_five_minutes_does_not() -> None:
+    one = link(1, T0)
+    assert choose_follows((one,), uuid.uuid4(), 2, T0 + timedelta(minutes=4, seconds=59)) == one.event_id
+    assert (
+        choose_follows((one,), uuid.uuid4(), 2, T0 + timedelta(minutes=4, seconds=59, microseconds=999_000))
+        == one.event_id
+    )
+    assert choose_follows((one,), uuid.uuid4(), 2, T0 + timedelta(minutes=5)) is None
+    assert choose_follows((one,), uuid.uuid4(), 2, T0 + timedelta(hours=1)) is None
+
+
+def test_out_of_order_versions_follow_the_lower_version_not_the_later_arrival() -> None:
+    one, three = link(1, T0), link(3, T0 + timedelta(seconds=20))
+    # Version 2 arrives after 3: it follows 1, not 3.
+    assert choose_follows((one, three), uuid.uuid4(), 2, T0 + timedelta(seconds=10)) == one.event_id
+
+
+def test_never_follows_itself() -> None:
+    me = link(2, T0)
+    assert choose_follows((me,), me.event_id, 2, T0) is None
+
+
+def test_events_without_version_chain_by_time() -> None:
+    early, late = link(None, T0), link(None, T0 + timedelta(seconds=30))
+    assert choose_follows((early, late), uuid.uuid4(), None, T0 + timedelta(seconds=10)) == early.event_id
+
+
+def test_awaits_predecessor_only_when_version_minus_one_unseen() -> None:
+    assert not awaits_predecessor((), 1)
+    assert not awaits_predecessor((), None)
+    assert awaits_predecessor((), 2)
+    assert not awaits_predecessor((link(1, T0),), 2)
+    assert awaits_predecessor((link(1, T0),), 3)
+
+
+def test_history_is_bounded_and_ordered() -> None:
+    history: tuple[Link, ...] = ()
+    for version in random.sample(range(1, 100), 99):
+        history = add_link(history, link(version, T0 + timedelta(seconds=version)))
+    assert len(history) == 32
+    assert [entry.version for entry in history] == list(range(68, 100))
+
+
+def changes(task_arn: str = ARN, count: int = 8, step: timedelta = timedelta(seconds=10)) -> list[TaskStateChange]:
+    out = []
+    for body in lifecycle(task_arn, T0, step=step):
+        decoded = decode(json.dumps(body))
+        assert isinstance(decoded, TaskStateChange)
+        out.append(decoded)
+    return out[:count]
+
+
+async def follows_in_arrival_order(
+    order: list[TaskStateChange], window: float = 2.0
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=window)
+    results = await asyncio.gather(*(sequencer.follows(c) for c in order))
+    return {c.event_id: f for c, f in zip(order, results, strict=True)}
+
+
+async def test_in_order_lifecycle_chains_each_to_previous() -> None:
+    life = changes()
+    follows = await follows_in_arrival_order(life)
+    assert [follows[c.event_id] for c in life] == [None] + [c.event_id for c in life[:-1]]
+
+
+async def test_shuffled_lifecycle_gets_same_follows_as_in_order() -> None:
+    life = changes()
+    expected = await follows_in_arrival_order(life)
+    for seed in range(5):
+        shuffled = life[:]
+        random.Random(seed).shuffle(shuffled)
+        assert await follows_in_arrival_order(shuffled) == expected
+
+
+async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
+    life = changes(count=3)
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=2.0)
+    late = asyncio.create_task(sequencer.follows(life[2]))
+    await asyncio.sleep(0.1)
+    middle = asyncio.create_task(sequencer.follows(life[1]))
+    await asyncio.sleep(0.1)
+    assert not late.done() and not middle.done()  # both wait for their predecessor
+    assert await sequencer.follows(life[0]) is None
+    assert await middle == life[0].event_id
+    assert await late == life[1].event_id
+
+
+async def test_predecessor_seen_means_no_wait() -> None:
+    life = changes(count=2)
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=30.0)
+    await sequencer.follows(life[0])
+    started = time.monotonic()
+    assert await sequencer.follows(life[1]) == life[0].event_id
+    assert time.monotonic() - started < 1.0
+
+
+async def test_missing_predecessor_waits_only_the_window() -> None:
+    life = changes(count=3)
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=0.3)
+    await sequencer.follows(life[0])
+    # Version 2 never comes: 3 gives up after the window and follows 1 (20 s earlier).
+    assert await sequencer.follows(life[2]) == life[0].event_id
+
+
+@pytest.mark.parametrize("window", [0.0, 2.0])
+async def test_redelivery_yields_identical_follows(window: float) -> None:
+    life = changes(count=3)
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=window)
+    first = [await sequencer.follows(c) for c in (life[0], life[2])]  # 2 is missing: 3 follows 1
+    await sequencer.follows(life[1])
+    # Redelivered 3 keeps the follows it was forwarded with, though 2 is known now.
+    assert await sequencer.follows(life[2]) == first[1] == life[0].event_id
+    assert await sequencer.follows(life[0]) is None
+
+
+async def test_tasks_do_not_wait_for_each_other() -> None:
+    a, b = changes(ARN), changes(ARN.replace("0123", "9999"))
+    sequencer = Sequencer(MemoryChainStore(100), reorder_window=5.0)
+    await sequencer.follows(a[0])
+    started = time.monotonic()
+    assert await sequencer.follows(b[0]) is None
+    assert await sequencer.follows(a[1]) == a[0].event_id
+    assert time.monotonic() - started < 1.0
+
+
+async def test_memory_store_is_bounded() -> None:
+    store = MemoryChainStore(max_tasks=100)
+    for n in range(1000):
+        await store.record(f"task-{n}", link(1, T0))
+    assert len(store) == 100
