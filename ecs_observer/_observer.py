@@ -88,6 +88,7 @@ class Observer:
     def stop(self) -> None:
         """Stop receiving; `run` then drains within the drain timeout and returns."""
         self._stop.set()
+        self._room.set()
 
     async def run(self, until_idle: int | None = None) -> None:
         """Observe until stopped, or until `until_idle` receives in a row found the queue empty."""
@@ -98,14 +99,24 @@ class Observer:
             await self._stop.wait()
         finally:
             log.info("stopping: no new messages; finishing %d in flight", len(self._handlers))
-            for task in receivers:
-                task.cancel()
-            await asyncio.gather(*receivers, return_exceptions=True)
-            await self._drain()
+            await asyncio.gather(self._end_receives(receivers), self._drain())
+            returned = await self._leases.return_unfinished()
+            if returned:
+                log.warning("%d message(s) unfinished at shutdown were returned to the queue", returned)
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("stopped: %s", self.stats.summary())
+
+    async def _end_receives(self, receivers: list[asyncio.Task[None]]) -> None:
+        """Let long polls under way end by themselves: a cancelled one can still take messages
+        on the server side, which would then stay hidden for the whole visibility timeout."""
+        _, pending = await asyncio.wait(
+            receivers, timeout=min(self._config.wait_time_seconds + 5, self._config.drain_timeout)
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*receivers, return_exceptions=True)
 
     async def _drain(self) -> None:
         if self._handlers:
@@ -116,9 +127,6 @@ class Observer:
         await self._tags.close()
         await self._forwarder.close()
         await self._leases.flush()
-        returned = await self._leases.return_unfinished()
-        if returned:
-            log.warning("%d message(s) unfinished at shutdown were returned to the queue", returned)
 
     async def _receive_loop(self) -> None:
         while not self._stop.is_set():
@@ -138,6 +146,9 @@ class Observer:
                     except Exception as exc:
                         log.warning("ReceiveMessage failed; retrying (attempt %d): %s", attempt.num, exc)
                         raise
+            if self._stop.is_set():
+                await self._leases.hand_back(messages)
+                return
             self._note_idle(not messages)
             self._dispatch(messages)
 
@@ -149,7 +160,7 @@ class Observer:
             self._stop.set()
 
     async def _wait_for_room(self) -> None:
-        while self.stats.in_flight + SQS_BATCH > self._config.max_in_flight:
+        while self.stats.in_flight + SQS_BATCH > self._config.max_in_flight and not self._stop.is_set():
             self._room.clear()
             await self._room.wait()
 

@@ -2,7 +2,8 @@
 
 The events carry no tags. `DescribeTasks` takes up to 100 tasks of one cluster
 and is throttled account-wide, so lookups from all messages in flight are
-gathered per (region, cluster) for a short linger and sent together, and the
+gathered per (region, cluster) until 100 are waiting or no new task has come for
+a short linger, and sent together; the
 answer, "these tags" or "none", is cached for the task's whole life (its tags
 can be gone once it has stopped). An error is never taken for "no tags": the
 call is retried with backoff while the messages wait.
@@ -58,6 +59,7 @@ class TaskDescriber(Protocol):
 class _Pending:
     futures: dict[str, asyncio.Future[TaskTags]] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
+    first: float = 0.0
 
 
 class TagLookup:
@@ -99,8 +101,14 @@ class TagLookup:
         self._in_flight[change.task_arn] = future
         if len(pending.futures) >= MAX_TASKS_PER_CALL:
             self._flush(key)
-        elif pending.timer is None:
-            pending.timer = loop.call_later(self._linger, self._flush, key)
+            return future
+        # Debounce: while new tasks keep coming (a backlog), wait for more, up to 10 lingers in all.
+        now = loop.time()
+        if pending.timer is None:
+            pending.first = now
+        else:
+            pending.timer.cancel()
+        pending.timer = loop.call_at(min(now + self._linger, pending.first + 10 * self._linger), self._flush, key)
         return future
 
     def _flush(self, key: tuple[str, str | None]) -> None:

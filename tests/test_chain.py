@@ -115,7 +115,8 @@ async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
     await asyncio.sleep(0.1)
     middle = asyncio.create_task(sequencer.follows(life[1]))
     await asyncio.sleep(0.1)
-    assert not late.done() and not middle.done()  # both wait for their predecessor
+    assert not late.done()
+    assert not middle.done()
     assert await sequencer.follows(life[0]) is None
     assert await middle == life[0].event_id
     assert await late == life[1].event_id

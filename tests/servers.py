@@ -1,0 +1,120 @@
+"""Real components for the tests: moto in server mode and a Prefect server in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["PrefectServer", "free_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrefectServer:
+    """`prefect server start` on loopback with its own SQLite database; can be stopped and started again."""
+
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home}/prefect.db",
+        }
+        env.pop("PREFECT_API_URL", None)
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        log = (self.home / "server.log").open("ab")
+        self._process = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"Prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("Prefect server did not start in time")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+        # The port must be free before a restart on the same address.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.1)
+
+    def events(self, resource_ids: list[str]) -> list[dict[str, Any]]:
+        """Every stored event of these resources, all pages."""
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "filter": {
+                "occurred": {
+                    "since": (now - timedelta(days=1)).isoformat(),
+                    "until": (now + timedelta(days=1)).isoformat(),
+                },
+                "resource": {"id": resource_ids},
+                "order": "ASC",
+            },
+            "limit": 50,
+        }
+        page = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=10)
+        page.raise_for_status()
+        answer = page.json()
+        events: list[dict[str, Any]] = answer["events"]
+        while answer.get("next_page"):
+            page = httpx.get(answer["next_page"], timeout=10)
+            page.raise_for_status()
+            answer = page.json()
+            events += answer["events"]
+        return events
+
+    def wait_for_events(self, resource_ids: list[str], count: int, timeout: float = 45.0) -> list[dict[str, Any]]:
+        """Poll until `count` events of these resources are visible, then once more to catch extras."""
+        deadline = time.monotonic() + timeout
+        events = self.events(resource_ids)
+        while len(events) < count and time.monotonic() < deadline:
+            time.sleep(0.5)
+            events = self.events(resource_ids)
+        time.sleep(1.5)
+        return self.events(resource_ids)

@@ -1,0 +1,267 @@
+"""The whole service against moto in server mode and a real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from ecs_observer._aws import AwsClients
+from ecs_observer._prefect_api import PrefectApiSink
+
+from .servers import PrefectServer
+from .world import FAST, REGION, Task, depth, make_queue, observer, send, start_tasks
+
+
+def by_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids)), "an event id is stored twice"
+    return {e["id"]: e for e in events}
+
+
+def assert_chains(tasks: list[Task], stored: list[dict[str, Any]]) -> None:
+    """Exactly the tasks' events are stored, each once, each with the follows of its lifecycle."""
+    events = by_id(stored)
+    expected = {i: f for t in tasks for i, f in t.expected_follows().items()}
+    assert set(events) == set(expected)
+    assert {i: events[i].get("follows") for i in events} == expected
+
+
+async def drain(aws: AwsClients, queue_url: str, sink: PrefectApiSink, **config: Any) -> Any:
+    obs = await observer(aws, queue_url, sink, replace(FAST, **config))
+    await asyncio.wait_for(obs.run(until_idle=2), timeout=120)
+    return obs.stats
+
+
+async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, dlq_url = await make_queue(aws)
+    tagged = await start_tasks(aws, 3, crash_first=True)
+    untagged = await start_tasks(aws, 2, tagged=False)
+    bodies = [json.dumps(e) for t in tagged + untagged for e in t.events]
+    random.Random(1).shuffle(bodies)
+    await send(aws, queue_url, bodies)
+
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    stats = await drain(aws, queue_url, sink)
+    await sink.aclose()
+
+    stored = prefect.wait_for_events([t.resource_id for t in tagged + untagged], count=24)
+    assert_chains(tagged, stored)
+    assert stats.forwarded == 24
+    assert stats.filtered == 16
+    assert await depth(aws, queue_url) == (0, 0)
+    assert await depth(aws, dlq_url) == (0, 0)
+
+    crashed = next(
+        e
+        for e in stored
+        if e["resource"]["prefect.resource.id"] == tagged[0].resource_id and e["event"] == "prefect.ecs.task.stopped"
+    )
+    assert crashed["resource"]["ecs.taskArn"] == tagged[0].arn
+    roles = {r["prefect.resource.role"]: r for r in crashed["related"]}
+    assert roles["flow-run"]["prefect.resource.id"] == f"prefect.flow-run.{tagged[0].run_id}"
+    assert roles["flow-run"]["prefect.resource.name"] == "run-0"
+    assert roles["worker"]["prefect.resource.id"] == "prefect.worker.ecs.ecs-worker"
+    assert roles["worker"]["prefect.worker-type"] == "ecs"
+    assert {e["event"] for e in stored} == {
+        f"prefect.ecs.task.{s}"
+        for s in (
+            "provisioning",
+            "pending",
+            "activating",
+            "running",
+            "deactivating",
+            "stopping",
+            "deprovisioning",
+            "stopped",
+        )
+    }
+
+
+async def test_redelivered_message_creates_no_duplicate(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1)
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    await send(aws, queue_url, [json.dumps(e) for e in task.events])
+    await drain(aws, queue_url, sink)
+    # The same EventBridge events again, as SQS's at-least-once delivery or a replay would bring them.
+    await send(aws, queue_url, [json.dumps(e) for e in task.events[2:5]])
+    stats = await drain(aws, queue_url, sink)
+    await sink.aclose()
+    assert stats.forwarded == 3
+    assert_chains([task], prefect.wait_for_events([task.resource_id], count=8))
+    assert await depth(aws, queue_url) == (0, 0)
+
+
+async def test_shuffled_backlog_yields_the_same_chains_as_in_order(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    tasks = await start_tasks(aws, 8)
+    # Worst case: each task's changes newest first, tasks interleaved, one message per receive.
+    bodies = [json.dumps(e) for t in tasks for e in reversed(t.events)]
+    random.Random(7).shuffle(bodies)
+    await send(aws, queue_url, bodies)
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    await drain(aws, queue_url, sink, receivers=4, reorder_window=3.0)
+    await sink.aclose()
+    assert_chains(tasks, prefect.wait_for_events([t.resource_id for t in tasks], count=64))
+
+
+async def test_poison_messages_reach_the_dead_letter_queue_while_the_rest_flow(
+    aws: AwsClients, prefect: PrefectServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue_url, dlq_url = await make_queue(aws, max_receive=2, visibility=1)
+    (task,) = await start_tasks(aws, 1)
+    good = task.events[0]
+    poison = [
+        "not json at all",
+        "[1, 2, 3]",
+        json.dumps({**good, "id": "not-a-uuid"}),
+        json.dumps({**good, "detail": {k: v for k, v in good["detail"].items() if k != "taskArn"}}),
+        json.dumps({**good, "detail": {**good["detail"], "lastStatus": None}}),
+    ]
+    bodies = [json.dumps(e) for e in task.events] + poison
+    random.Random(3).shuffle(bodies)
+    await send(aws, queue_url, bodies)
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=1))
+    run = asyncio.create_task(obs.run())
+    try:
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            if await depth(aws, dlq_url) == (5, 0):
+                break
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    assert await depth(aws, dlq_url) == (5, 0)
+    assert await depth(aws, queue_url) == (0, 0)
+    assert obs.stats.forwarded == 8
+    assert_chains([task], prefect.wait_for_events([task.resource_id], count=8))
+    # Each poison message is logged as a warning once, with its SQS message id, however often it comes back.
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "rejected" in r.getMessage()]
+    assert len(warnings) == 5
+    assert all(w.startswith("message ") for w in warnings)
+
+
+async def test_describe_tasks_is_batched_per_100_tasks_and_never_repeated(
+    aws: AwsClients, prefect: PrefectServer
+) -> None:
+    queue_url, _ = await make_queue(aws)
+    tasks = await start_tasks(aws, 120, cluster="big") + await start_tasks(aws, 130, tagged=False, cluster="big")
+    await send(aws, queue_url, [json.dumps(t.events[0]) for t in tasks])
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    first = await drain(aws, queue_url, sink, receivers=4, describe_linger=1.0)
+    assert first.describe_calls <= 3  # 250 new tasks of one cluster: ceil(250 / 100)
+    # Their later changes: every task is known now, Prefect's or not.
+    await send(aws, queue_url, [json.dumps(t.events[1]) for t in tasks])
+    second = await drain(aws, queue_url, sink, receivers=4, describe_linger=1.0)
+    await sink.aclose()
+    assert second.describe_calls <= 3  # a fresh observer: its own cache starts empty
+    assert await depth(aws, queue_url) == (0, 0)
+    # SQS delivers at least once, so counters may see a message twice; Prefect must hold each event once.
+    stored = by_id(prefect.wait_for_events([t.resource_id for t in tasks], count=240, timeout=60))
+    assert set(stored) == {t.events[n]["id"] for t in tasks[:120] for n in (0, 1)}
+
+
+async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    tasks = await start_tasks(aws, 5) + await start_tasks(aws, 5, tagged=False)
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    obs = await observer(aws, queue_url, sink)
+    run = asyncio.create_task(obs.run())
+    try:
+        for round_ in range(3):
+            await send(aws, queue_url, [json.dumps(t.events[round_]) for t in tasks])
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if obs.stats.deleted == 10 * (round_ + 1):
+                    break
+            if round_ == 0:
+                calls_after_first = obs.stats.describe_calls
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    assert obs.stats.deleted == 30
+    assert obs.stats.describe_calls == calls_after_first <= 2
+    assert obs.stats.tag_cache_hits == 20
+
+
+async def test_prefect_outage_keeps_messages_in_queue_until_it_is_back(
+    aws: AwsClients, own_prefect: PrefectServer
+) -> None:
+    # Visibility 2 s and 2 receives before the dead-letter queue: an outage of 12 s must not push anything there.
+    queue_url, dlq_url = await make_queue(aws, max_receive=2, visibility=2)
+    tasks = await start_tasks(aws, 2)
+    own_prefect.stop()
+    await send(aws, queue_url, [json.dumps(e) for t in tasks for e in t.events])
+    sink = PrefectApiSink(own_prefect.api_url, retry_initial=0.2, retry_max=1.0, timeout=2)
+    obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=2))
+    run = asyncio.create_task(obs.run())
+    try:
+        await asyncio.sleep(12)
+        assert obs.stats.forwarded == 0
+        assert obs.stats.deleted == 0
+        assert await depth(aws, dlq_url) == (0, 0)
+        assert await depth(aws, queue_url) == (0, 16)  # all held in flight, visibility extended
+        await asyncio.to_thread(own_prefect.start)
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            if obs.stats.deleted == 16:
+                break
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    assert obs.stats.forwarded == 16
+    assert await depth(aws, queue_url) == (0, 0)
+    assert await depth(aws, dlq_url) == (0, 0)
+    assert_chains(tasks, own_prefect.wait_for_events([t.resource_id for t in tasks], count=16))
+
+
+async def test_task_ecs_no_longer_knows_uses_the_worker_environment(aws: AwsClients, prefect: PrefectServer) -> None:
+    from ecs_observer._samples import state_change
+
+    queue_url, _ = await make_queue(aws)
+    run_id = "5b0d4bc8-04a1-4c6e-9d3f-6a1f0b9f7e21"
+    gone = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000abc"
+    unknown = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000def"
+    now = datetime.now(UTC)
+    with_env = state_change(gone, "STOPPED", 9, now, flow_run_id=run_id)
+    without_env = state_change(unknown, "STOPPED", 9, now)
+    await send(aws, queue_url, [json.dumps(with_env), json.dumps(without_env)])
+    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    stats = await drain(aws, queue_url, sink, reorder_window=0.1)
+    await sink.aclose()
+    assert (stats.forwarded, stats.filtered) == (1, 1)
+    (stored,) = prefect.wait_for_events(
+        ["prefect.ecs.task.00000000000000000000000000000abc", "prefect.ecs.task.00000000000000000000000000000def"],
+        count=1,
+    )
+    assert stored["id"] == with_env["id"]
+    assert stored["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{run_id}"
+    assert await depth(aws, queue_url) == (0, 0)
+
+
+async def test_ignored_messages_are_deleted(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    other = {
+        "id": "8f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+        "source": "aws.ec2",
+        "detail-type": "EC2 Spot Instance",
+        "region": REGION,
+        "time": "2026-01-01T00:00:00Z",
+        "detail": {},
+    }
+    await send(aws, queue_url, [json.dumps(other)] * 3)
+    sink = PrefectApiSink(prefect.api_url)
+    stats = await drain(aws, queue_url, sink)
+    await sink.aclose()
+    assert (stats.ignored, stats.deleted, stats.rejected) == (3, 3, 0)
+    assert await depth(aws, queue_url) == (0, 0)

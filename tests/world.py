@@ -1,0 +1,132 @@
+"""Builds a small AWS world in moto: a queue with its dead-letter queue, a cluster, tagged and untagged tasks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
+from ecs_observer._observer import Observer, ObserverConfig
+from ecs_observer._prefect_api import EventSink
+from ecs_observer._samples import lifecycle
+from ecs_observer._sequencer import MemoryChainStore
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs.type_defs import TagTypeDef
+
+REGION = "us-east-1"
+FAST = ObserverConfig(
+    receivers=2,
+    wait_time_seconds=1,
+    visibility_timeout=30,
+    reorder_window=2.0,
+    retry_initial=0.1,
+    retry_max=1.0,
+    linger=0.02,
+    describe_linger=0.05,
+)
+
+
+@dataclass
+class Task:
+    arn: str
+    run_id: str | None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def resource_id(self) -> str:
+        return f"prefect.ecs.task.{self.arn.rsplit('/', 1)[1]}"
+
+    def expected_follows(self) -> dict[str, str | None]:
+        ids = [e["id"] for e in self.events]
+        return dict(zip(ids, [None, *ids[:-1]], strict=True))
+
+
+async def make_queue(aws: AwsClients, *, max_receive: int = 5, visibility: int = 30) -> tuple[str, str]:
+    sqs = await aws.sqs(REGION)
+    name = f"obs-{uuid.uuid4().hex[:10]}"
+    dlq = (await sqs.create_queue(QueueName=f"{name}-dlq"))["QueueUrl"]
+    dlq_arn = (await sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)})
+    url = (
+        await sqs.create_queue(
+            QueueName=name, Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": str(visibility)}
+        )
+    )["QueueUrl"]
+    return url, dlq
+
+
+async def start_tasks(
+    aws: AwsClients,
+    count: int,
+    *,
+    tagged: bool = True,
+    cluster: str = "prefect",
+    start: datetime | None = None,
+    crash_first: bool = False,
+) -> list[Task]:
+    """Run tasks in moto and give each its whole Fargate lifecycle of EventBridge events."""
+    ecs = await aws.ecs(REGION)
+    cluster_arn = (await ecs.create_cluster(clusterName=cluster))["cluster"]["clusterArn"]
+    task_def = (
+        await ecs.register_task_definition(
+            family="flow", containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3", "memory": 512}]
+        )
+    )["taskDefinition"]["taskDefinitionArn"]
+    start = start or datetime.now(UTC) - timedelta(minutes=10)
+    tasks = []
+    for n in range(count):
+        run_id = str(uuid.uuid4()) if tagged else None
+        tags: list[TagTypeDef] = (
+            [
+                {"key": "prefect.io/flow-run-id", "value": str(run_id)},
+                {"key": "prefect.io/flow-run-name", "value": f"run-{n}"},
+                {"key": "prefect.io/worker-name", "value": "ecs-worker"},
+            ]
+            if tagged
+            else [{"key": "owner", "value": "someone-else"}]
+        )
+        arn = (await ecs.run_task(cluster=cluster, taskDefinition=task_def, launchType="FARGATE", tags=tags))["tasks"][
+            0
+        ]["taskArn"]
+        task = Task(arn, run_id)
+        task.events = lifecycle(
+            arn,
+            start + timedelta(seconds=n),
+            cluster_arn=cluster_arn,
+            task_definition_arn=task_def,
+            exit_code=1 if crash_first and n == 0 else 0,
+        )
+        tasks.append(task)
+    return tasks
+
+
+async def send(aws: AwsClients, queue_url: str, bodies: list[str]) -> None:
+    sqs = await aws.sqs(REGION)
+    for offset in range(0, len(bodies), 10):
+        batch = bodies[offset : offset + 10]
+        answer = await sqs.send_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)]
+        )
+        assert not answer.get("Failed"), answer
+
+
+async def depth(aws: AwsClients, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages."""
+    sqs = await aws.sqs(REGION)
+    attrs = (
+        await sqs.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+async def observer(aws: AwsClients, queue_url: str, sink: EventSink, config: ObserverConfig = FAST) -> Observer:
+    return Observer(
+        SqsQueue(await aws.sqs(REGION), queue_url), EcsDescriber(aws), MemoryChainStore(10_000), sink, config
+    )
