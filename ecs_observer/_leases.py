@@ -73,7 +73,12 @@ class Leases:
     async def _delete(self, batch: Sequence[Message]) -> None:
         try:
             async for attempt in stamina.retry_context(
-                on=Exception, attempts=5, timeout=None, wait_initial=self._retry_initial, wait_max=self._retry_max
+                on=Exception,
+                attempts=5,
+                timeout=None,
+                wait_initial=self._retry_initial,
+                wait_max=self._retry_max,
+                wait_jitter=self._retry_initial,
             ):
                 with attempt:
                     failed = await self._queue.delete(batch)

@@ -136,6 +136,7 @@ class Observer:
                 attempts=None,
                 timeout=None,
                 wait_initial=self._config.retry_initial,
+                wait_jitter=self._config.retry_initial,
                 wait_max=self._config.retry_max,
             ):
                 with attempt:

@@ -120,7 +120,12 @@ class PrefectApiSink:
     async def _post_until_answered(self, events: Sequence[EncodedEvent]) -> tuple[int, str]:
         body = b"[" + b",".join(event.json for event in events) + b"]"
         async for attempt in stamina.retry_context(
-            on=self._backoff, attempts=None, timeout=None, wait_initial=self._retry_initial, wait_max=self._retry_max
+            on=self._backoff,
+            attempts=None,
+            timeout=None,
+            wait_initial=self._retry_initial,
+            wait_max=self._retry_max,
+            wait_jitter=self._retry_initial,
         ):
             with attempt:
                 try:

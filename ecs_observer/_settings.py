@@ -59,11 +59,12 @@ class Settings(BaseSettings):
     batch_bytes: int = Field(
         default=1_000_000, ge=10_000, le=50_000_000, description="bytes per POST to the Prefect API"
     )
-    linger: float = Field(
-        default=0.05, ge=0, le=5, description="seconds a batch waits for more events (events, tags, deletes)"
-    )
+    linger: float = Field(default=0.05, ge=0, le=5, description="seconds a batch of events or deletes waits for more")
     describe_linger: float = Field(
-        default=0.1, ge=0, le=5, description="seconds tag lookups wait to share one DescribeTasks call"
+        default=0.1,
+        ge=0,
+        le=5,
+        description="seconds with no new task before a partial DescribeTasks batch goes (10x at most)",
     )
     reorder_window: float = Field(
         default=2.0, ge=0, le=60, description="seconds an out-of-order state change waits for its predecessor"

@@ -126,7 +126,12 @@ class TagLookup:
         arns = list(futures)
         try:
             async for attempt in stamina.retry_context(
-                on=Exception, attempts=None, timeout=None, wait_initial=self._retry_initial, wait_max=self._retry_max
+                on=Exception,
+                attempts=None,
+                timeout=None,
+                wait_initial=self._retry_initial,
+                wait_max=self._retry_max,
+                wait_jitter=self._retry_initial,
             ):
                 with attempt:
                     self._stats.describe_calls += 1

@@ -1,0 +1,159 @@
+"""The `ecs-observer` command as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ecs_observer._aws import AwsClients
+from ecs_observer._samples import state_change
+
+from .servers import PrefectServer
+from .world import depth, make_queue, send, start_tasks
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
+RUN = "7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59"
+EXE = str(Path(sys.executable).with_name("ecs-observer"))
+
+
+def cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ECS_OBSERVER_", "PREFECT_INTEGRATIONS_"))}
+    return subprocess.run(
+        [EXE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        ({}, [], "ECS_OBSERVER_QUEUE_URL"),
+        ({"ECS_OBSERVER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}, [], "PREFECT_API_URL"),
+        ({"ECS_OBSERVER_RECEIVERS": "many"}, [], "ECS_OBSERVER_RECEIVERS"),
+        ({}, ["--visibility-timeout", "1"], "ECS_OBSERVER_VISIBILITY_TIMEOUT"),
+        ({"ECS_OBSERVER_QUEUE_URL": "not a url"}, [], "ECS_OBSERVER_QUEUE_URL"),
+        ({"PREFECT_API_URL": "ftp://x"}, [], "PREFECT_API_URL"),
+        ({"PREFECT_API_KEY": "pnu_secret", "PREFECT_API_AUTH_STRING": "a:b"}, [], "PREFECT_API_KEY"),
+    ],
+)
+def test_bad_configuration_is_one_line_naming_the_setting_exit_2(
+    env: dict[str, str], args: list[str], named: str
+) -> None:
+    result = cli("run", *args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert "pnu_secret" not in result.stderr + result.stdout
+
+
+def test_translate_prints_the_event() -> None:
+    body = json.dumps(state_change(ARN, "RUNNING", 2, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+    result = cli(
+        "translate", "--tag", f"prefect.io/flow-run-id={RUN}", "--tag", "prefect.io/worker-name=w1", stdin=body
+    )
+    assert result.returncode == 0, result.stderr
+    event = json.loads(result.stdout)
+    assert event["event"] == "prefect.ecs.task.running"
+    assert event["id"] == json.loads(body)["id"]
+    assert [r["prefect.resource.role"] for r in event["related"]] == ["flow-run", "worker"]
+
+
+def test_translate_from_file_with_follows(tmp_path: Path) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(state_change(ARN, "STOPPED", 8, datetime(2026, 1, 2, tzinfo=UTC), flow_run_id=RUN)))
+    follows = "9b6d7f0e-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+    result = cli("translate", str(path), "--follows", follows)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["follows"] == follows
+
+
+def test_translate_untagged_task_prints_nothing() -> None:
+    result = cli(
+        "translate", "--tag", "team=data", stdin=json.dumps(state_change(ARN, "RUNNING", 2, datetime.now(UTC)))
+    )
+    assert (result.returncode, result.stdout) == (0, "")
+    assert "not Prefect's" in result.stderr
+
+
+def test_translate_broken_message_exits_1_with_reason() -> None:
+    result = cli("translate", stdin='{"source": "aws.ecs", "detail-type": "ECS Task State Change", "id": "x"}')
+    assert result.returncode == 1
+    assert result.stderr.startswith("rejected: ")
+    assert result.stdout == ""
+
+
+def test_translate_bad_tag_option() -> None:
+    assert cli("translate", "--tag", "novalue", stdin="{}").returncode == 2
+
+
+async def test_check_passes_against_moto_and_prefect(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    result = cli("check", env={"ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": prefect.api_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 5
+    assert all(line.startswith("ok ") for line in lines)
+
+
+async def test_check_finds_queue_by_prefect_aws_name_and_reports_each_failure(aws: AwsClients) -> None:
+    queue_url, _ = await make_queue(aws)
+    name = queue_url.rsplit("/", 1)[1]
+    result = cli(
+        "check",
+        env={"PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_QUEUE_NAME": name, "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+    )
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[1].startswith("ok   queue exists")
+    assert lines[-1].startswith("FAIL Prefect API answers")
+
+
+async def test_run_forwards_then_exits_0_on_sigterm(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1)
+    await send(aws, queue_url, [json.dumps(e) for e in task.events])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECS_OBSERVER_")}
+    env |= {
+        "ECS_OBSERVER_QUEUE_URL": queue_url,
+        "PREFECT_API_URL": prefect.api_url,
+        "ECS_OBSERVER_WAIT_TIME_SECONDS": "2",
+        "PREFECT_API_KEY": "pnu_never_logged",
+    }
+    process = await asyncio.create_subprocess_exec(
+        EXE, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while await depth(aws, queue_url) != (0, 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        raw_out, raw_err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    out, err = raw_out.decode(), raw_err.decode()
+    assert process.returncode == 0, err
+    assert time.monotonic() - stopped_at < 25
+    logs = [json.loads(line) for line in out.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(logs[0])
+    assert any(entry["message"].startswith("stopped: received=8, forwarded=8") for entry in logs)
+    assert "pnu_never_logged" not in out + err
+    assert len(prefect.wait_for_events([task.resource_id], count=8)) == 8

@@ -1,0 +1,146 @@
+"""The Prefect sink: accepted, retried, or refused event by event; never lost."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from ecs_observer._prefect_api import EncodedEvent, PrefectApiSink
+
+from .servers import PrefectServer
+
+
+def valid_event(resource: str) -> EncodedEvent:
+    event_id = uuid.uuid4()
+    body = {
+        "id": str(event_id),
+        "occurred": "2026-11-21T10:00:00.000+00:00",
+        "event": "prefect.ecs.task.running",
+        "resource": {"prefect.resource.id": resource},
+        "related": [],
+        "payload": {},
+    }
+    return EncodedEvent(event_id, json.dumps(body).encode())
+
+
+class Scripted(httpx.AsyncBaseTransport):
+    """A Prefect API that fails on purpose: answers from a script, then 204; records when each request came."""
+
+    def __init__(self, script: list[Callable[[], httpx.Response]]) -> None:
+        self.script = script
+        self.requests: list[tuple[float, httpx.Request]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((time.monotonic(), request))
+        if self.script:
+            return self.script.pop(0)()
+        return httpx.Response(204)
+
+
+def status(code: int, **headers: str) -> Callable[[], httpx.Response]:
+    return lambda: httpx.Response(code, headers=headers)
+
+
+def refuse_connection() -> httpx.Response:
+    raise httpx.ConnectError("connection refused")
+
+
+def gaps(transport: Scripted) -> list[float]:
+    times = [t for t, _ in transport.requests]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+async def test_batch_reaches_real_prefect_and_invalid_events_are_singled_out(prefect: PrefectServer) -> None:
+    resource = f"prefect.ecs.task.{uuid.uuid4().hex}"
+    good = [valid_event(resource) for _ in range(5)]
+    bad_id = uuid.uuid4()
+    # No resource: the real server answers 422 for the batch; the sink splits it to find this one.
+    bad = EncodedEvent(
+        bad_id, json.dumps({"id": str(bad_id), "occurred": "2026-11-21T10:00:00Z", "event": "x"}).encode()
+    )
+    sink = PrefectApiSink(prefect.api_url)
+    refused = await sink.send([*good[:2], bad, *good[2:]])
+    await sink.aclose()
+    assert set(refused) == {bad_id}
+    assert "422" in refused[bad_id]
+    stored = prefect.wait_for_events([resource], count=5)
+    assert {e["id"] for e in stored} == {str(e.id) for e in good}
+
+
+@pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])
+async def test_transient_answers_are_retried_until_accepted(code: int) -> None:
+    transport = Scripted([status(code), status(code), refuse_connection])
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.05, retry_max=0.2)
+    assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
+    assert len(transport.requests) == 4
+
+
+async def test_backoff_grows_between_attempts() -> None:
+    transport = Scripted([status(503)] * 4)
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.1, retry_max=5.0)
+    await sink.send([valid_event("prefect.ecs.task.a")])
+    waits = gaps(transport)
+    assert len(waits) == 4
+    assert waits[0] >= 0.1
+    assert waits[3] > waits[0] * 2  # exponential, jitter notwithstanding
+
+
+async def test_retry_after_is_honoured() -> None:
+    transport = Scripted([status(429, **{"Retry-After": "1"})])
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.01, retry_max=5.0)
+    await sink.send([valid_event("prefect.ecs.task.a")])
+    assert gaps(transport)[0] >= 1.0
+
+
+async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest.LogCaptureFixture) -> None:
+    transport = Scripted([status(401), status(401), status(403)])
+    sink = PrefectApiSink(
+        "http://prefect.invalid/api",
+        api_key="pnu_secret_value",
+        transport=transport,
+        retry_initial=0.01,
+        retry_max=0.05,
+        config_retry=0.3,
+    )
+    with caplog.at_level(logging.INFO, logger="ecs_observer"):
+        assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2  # one for 401, one when it turns into 403; not one per attempt
+    assert "PREFECT_API_KEY" in errors[0].getMessage()
+    assert all(g >= 0.3 for g in gaps(transport))
+    assert "pnu_secret_value" not in caplog.text
+
+
+async def test_api_key_is_a_bearer_token() -> None:
+    transport = Scripted([])
+    sink = PrefectApiSink("https://api.prefect.cloud/api/accounts/a/workspaces/w", api_key="pnu_k", transport=transport)
+    await sink.send([valid_event("prefect.ecs.task.a")])
+    request = transport.requests[0][1]
+    assert request.headers["Authorization"] == "Bearer pnu_k"
+    assert str(request.url) == "https://api.prefect.cloud/api/accounts/a/workspaces/w/events"
+    assert json.loads(request.content)[0]["event"] == "prefect.ecs.task.running"
+
+
+async def test_auth_string_is_basic_auth() -> None:
+    transport = Scripted([])
+    sink = PrefectApiSink("http://prefect:4200/api/", auth_string="admin:pass", transport=transport)
+    await sink.send([valid_event("prefect.ecs.task.a")])
+    request = transport.requests[0][1]
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"admin:pass").decode()
+    assert str(request.url) == "http://prefect:4200/api/events"
+
+
+async def test_refused_single_event_is_reported_not_retried() -> None:
+    transport = Scripted([status(422)])
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport)
+    event = valid_event("prefect.ecs.task.a")
+    assert set(await sink.send([event])) == {event.id}
+    assert len(transport.requests) == 1

@@ -1,0 +1,92 @@
+"""Tag lookups: batched per cluster, cached, and never an error taken for "no tags"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+
+from botocore.exceptions import ClientError
+
+from ecs_observer import TaskStateChange, decode
+from ecs_observer._aws import AwsClients, EcsDescriber
+from ecs_observer._stats import Stats
+from ecs_observer._tags import TagLookup
+
+from .world import Task, start_tasks
+
+
+class Throttled:
+    """Real DescribeTasks behind the first `failures` calls failing on purpose, as a throttled account does."""
+
+    def __init__(self, real: EcsDescriber, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.batches: list[int] = []
+
+    async def describe(
+        self, region: str, cluster: str | None, task_arns: Sequence[str]
+    ) -> Mapping[str, Mapping[str, str] | None]:
+        self.batches.append(len(task_arns))
+        if self.failures:
+            self.failures -= 1
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "DescribeTasks")
+        return await self.real.describe(region, cluster, task_arns)
+
+
+def first_change(task: Task) -> TaskStateChange:
+    change = decode(json.dumps(task.events[0]))
+    assert isinstance(change, TaskStateChange)
+    return change
+
+
+async def test_throttling_is_retried_and_never_means_no_tags(aws: AwsClients) -> None:
+    tasks = await start_tasks(aws, 3)
+    describer = Throttled(EcsDescriber(aws), failures=3)
+    stats = Stats()
+    lookup = TagLookup(describer, stats, linger=0.01, retry_initial=0.05, retry_max=0.1)
+    found = await asyncio.gather(*(lookup.tags_for(first_change(t)) for t in tasks))
+    assert [f.tags["prefect.io/flow-run-id"] for f in found] == [t.run_id for t in tasks]
+    assert describer.batches == [3, 3, 3, 3]  # one call for all three tasks, retried as one
+    assert stats.describe_calls == 4
+
+
+async def test_lookups_of_one_cluster_share_calls_and_answers_are_cached(aws: AwsClients) -> None:
+    tasks = await start_tasks(aws, 150, cluster="shared") + await start_tasks(aws, 20, tagged=False, cluster="other")
+    describer = Throttled(EcsDescriber(aws), failures=0)
+    stats = Stats()
+    lookup = TagLookup(describer, stats, linger=0.2)
+    changes = [first_change(t) for t in tasks]
+    first = await asyncio.gather(*(lookup.tags_for(c) for c in changes))
+    assert sorted(describer.batches) == [20, 50, 100]
+    again = await asyncio.gather(*(lookup.tags_for(c) for c in changes))
+    assert again == first
+    assert stats.tag_cache_hits == 170
+    assert len(describer.batches) == 3
+    assert all(not f.tags for f in first[150:])  # not Prefect's: cached as such
+    # Only Prefect's tags are kept in the cache.
+    assert set(first[0].tags) == {"prefect.io/flow-run-id", "prefect.io/flow-run-name", "prefect.io/worker-name"}
+
+
+async def test_task_unknown_to_ecs_is_reported_gone(aws: AwsClients) -> None:
+    (task,) = await start_tasks(aws, 1)
+    change = first_change(task)
+    gone_arn = task.arn.rsplit("/", 1)[0] + "/ffffffffffffffffffffffffffffffff"
+    body = json.loads(json.dumps(task.events[0]).replace(task.arn, gone_arn))
+    gone = decode(json.dumps(body))
+    assert isinstance(gone, TaskStateChange)
+    lookup = TagLookup(EcsDescriber(aws), Stats(), linger=0.01)
+    known, unknown = await asyncio.gather(lookup.tags_for(change), lookup.tags_for(gone))
+    assert known.described
+    assert not unknown.described
+    assert not unknown.tags
+
+
+async def test_cache_is_bounded(aws: AwsClients) -> None:
+    tasks = await start_tasks(aws, 30, tagged=False, cluster="bounded")
+    describer = Throttled(EcsDescriber(aws), failures=0)
+    lookup = TagLookup(describer, Stats(), cache_size=10, linger=0.01)
+    for task in tasks:
+        await lookup.tags_for(first_change(task))
+    await lookup.tags_for(first_change(tasks[0]))  # evicted long ago: described again
+    assert len(describer.batches) == 31
