@@ -111,6 +111,12 @@ class SqsQueue:
             for raw in answer.get("Messages", [])
         ]
 
+    async def waiting(self) -> int:
+        answer = await self._client.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessages", "0"))
+
     async def delete(self, messages: Sequence[Message]) -> dict[str, str]:
         answer = await self._client.delete_message_batch(
             QueueUrl=self.url,

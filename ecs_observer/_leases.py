@@ -13,9 +13,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import stamina
-
 from ._aws import Message, MessageQueue
+from ._backoff import Backoff
 from ._stats import Stats
 
 __all__ = ["Leases"]
@@ -32,15 +31,13 @@ class Leases:
         *,
         visibility_timeout: int,
         delete_linger: float = 0.05,
-        retry_initial: float = 0.2,
-        retry_max: float = 5.0,
+        backoff: Backoff = Backoff(0.2, 5.0),
     ) -> None:
         self._queue = queue
         self._stats = stats
         self._visibility = visibility_timeout
         self._linger = delete_linger
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._backoff = backoff
         self._deadlines: dict[str, tuple[Message, float]] = {}  # message id -> (message, visible again at)
         self._to_delete: list[Message] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -72,14 +69,7 @@ class Leases:
 
     async def _delete(self, batch: Sequence[Message]) -> None:
         try:
-            async for attempt in stamina.retry_context(
-                on=Exception,
-                attempts=5,
-                timeout=None,
-                wait_initial=self._retry_initial,
-                wait_max=self._retry_max,
-                wait_jitter=self._retry_initial,
-            ):
+            async for attempt in self._backoff.attempts(Exception, limit=5):
                 with attempt:
                     failed = await self._queue.delete(batch)
         except Exception as exc:

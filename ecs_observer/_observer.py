@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import stamina
 from cachetools import LRUCache
 
 from ._aws import Message, MessageQueue
+from ._backoff import Backoff
 from ._ecs_event import Decoded, Ignored, Rejected, TaskStateChange, decode
 from ._forwarder import Forwarder
 from ._leases import SQS_BATCH, Leases
@@ -43,8 +43,7 @@ class ObserverConfig:
     cache_size: int = 100_000
     drain_timeout: float = 25.0
     summary_interval: float = 60.0
-    retry_initial: float = 0.5
-    retry_max: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)
 
 
 class Observer:
@@ -66,8 +65,7 @@ class Observer:
             self.stats,
             cache_size=config.cache_size,
             linger=config.describe_linger,
-            retry_initial=config.retry_initial,
-            retry_max=config.retry_max,
+            backoff=config.backoff,
         )
         self._sequencer = Sequencer(store, config.reorder_window)
         self._forwarder = Forwarder(
@@ -131,14 +129,7 @@ class Observer:
     async def _receive_loop(self) -> None:
         while not self._stop.is_set():
             await self._wait_for_room()
-            async for attempt in stamina.retry_context(
-                on=Exception,
-                attempts=None,
-                timeout=None,
-                wait_initial=self._config.retry_initial,
-                wait_jitter=self._config.retry_initial,
-                wait_max=self._config.retry_max,
-            ):
+            async for attempt in self._config.backoff.attempts(Exception):
                 with attempt:
                     try:
                         messages = await self._queue.receive(

@@ -21,7 +21,8 @@ from typing import Protocol, TextIO
 from uuid import UUID
 
 import httpx
-import stamina
+
+from ._backoff import Backoff
 
 __all__ = ["ConsoleSink", "EncodedEvent", "EventSink", "PrefectApiSink", "auth_headers"]
 
@@ -81,8 +82,7 @@ class PrefectApiSink:
         api_key: str | None = None,
         auth_string: str | None = None,
         timeout: float = 30.0,
-        retry_initial: float = 0.5,
-        retry_max: float = 30.0,
+        backoff: Backoff = Backoff(),
         config_retry: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -93,8 +93,7 @@ class PrefectApiSink:
             transport=transport,
             limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
         )
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._backoff = backoff
         self._config_retry = config_retry
         self._failing_since: str | None = None  # the reason of the current outage, logged once
 
@@ -112,21 +111,14 @@ class PrefectApiSink:
         refused.update(await self.send(events[middle:]))
         return refused
 
-    def _backoff(self, exc: Exception) -> bool | float:
+    def _retry_decision(self, exc: Exception) -> bool | float:
         if isinstance(exc, _Retry):
-            return True if exc.backoff is None else min(exc.backoff, max(self._retry_max, self._config_retry))
+            return True if exc.backoff is None else min(exc.backoff, max(self._backoff.maximum, self._config_retry))
         return isinstance(exc, httpx.TransportError)
 
     async def _post_until_answered(self, events: Sequence[EncodedEvent]) -> tuple[int, str]:
         body = b"[" + b",".join(event.json for event in events) + b"]"
-        async for attempt in stamina.retry_context(
-            on=self._backoff,
-            attempts=None,
-            timeout=None,
-            wait_initial=self._retry_initial,
-            wait_max=self._retry_max,
-            wait_jitter=self._retry_initial,
-        ):
+        async for attempt in self._backoff.attempts(self._retry_decision):
             with attempt:
                 try:
                     response = await self._client.post(self._url, content=body)

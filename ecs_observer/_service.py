@@ -52,16 +52,16 @@ def prefect_sink(settings: Settings, api_url: str) -> PrefectApiSink:
     )
 
 
-async def _queue_url(clients: AwsClients, settings: Settings) -> tuple[SqsQueue, str | None]:
+async def _queue(clients: AwsClients, settings: Settings) -> SqsQueue:
+    """The queue by URL, or by name through GetQueueUrl (as prefect-aws configures it)."""
     region = settings.queue_region
-    if settings.queue_url:
-        if region is None and ".amazonaws.com" in settings.queue_url:
-            region = settings.queue_url.split("//", 1)[1].split(".")[1]
-        sqs = await clients.sqs(region)
-        return SqsQueue(sqs, settings.queue_url), region
+    if settings.queue_url and region is None and ".amazonaws.com" in settings.queue_url:
+        region = settings.queue_url.split("//", 1)[1].split(".")[1]  # https://sqs.<region>.amazonaws.com/...
     sqs = await clients.sqs(region)
+    if settings.queue_url:
+        return SqsQueue(sqs, settings.queue_url)
     answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
-    return SqsQueue(sqs, answer["QueueUrl"]), region
+    return SqsQueue(sqs, answer["QueueUrl"])
 
 
 async def run_service(
@@ -72,7 +72,7 @@ async def run_service(
     api_url = settings.require_prefect() if sink is None else None
     async with AsyncExitStack() as stack:
         clients = await stack.enter_async_context(clients or AwsClients())
-        queue, _ = await _queue_url(clients, settings)
+        queue = await _queue(clients, settings)
         the_sink = sink or prefect_sink(settings, str(api_url))
         stack.push_async_callback(the_sink.aclose)
         observer = Observer(
@@ -116,11 +116,10 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         holder: list[SqsQueue] = []
 
         async def queue() -> str:
-            found, _ = await _queue_url(clients, settings)
-            sqs = await clients.sqs(settings.queue_region)
-            attrs = await sqs.get_queue_attributes(QueueUrl=found.url, AttributeNames=["ApproximateNumberOfMessages"])
+            found = await _queue(clients, settings)
+            waiting = await found.waiting()
             holder.append(found)
-            return f"{found.url} ({attrs['Attributes'].get('ApproximateNumberOfMessages', '?')} messages waiting)"
+            return f"{found.url} ({waiting} messages waiting)"
 
         async def receive() -> str:
             if not holder:

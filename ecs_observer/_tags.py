@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-import stamina
 from cachetools import LRUCache
 
+from ._backoff import Backoff
 from ._ecs_event import TaskStateChange
 from ._stats import Stats
 
@@ -70,15 +70,13 @@ class TagLookup:
         *,
         cache_size: int = 100_000,
         linger: float = 0.05,
-        retry_initial: float = 0.5,
-        retry_max: float = 30.0,
+        backoff: Backoff = Backoff(),
     ) -> None:
         self._describer = describer
         self._stats = stats
         self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
         self._linger = linger
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        self._backoff = backoff
         self._pending: dict[tuple[str, str | None], _Pending] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
@@ -125,14 +123,7 @@ class TagLookup:
         region, cluster = key
         arns = list(futures)
         try:
-            async for attempt in stamina.retry_context(
-                on=Exception,
-                attempts=None,
-                timeout=None,
-                wait_initial=self._retry_initial,
-                wait_max=self._retry_max,
-                wait_jitter=self._retry_initial,
-            ):
+            async for attempt in self._backoff.attempts(Exception):
                 with attempt:
                     self._stats.describe_calls += 1
                     try:

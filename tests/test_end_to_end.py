@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ecs_observer._aws import AwsClients
+from ecs_observer._backoff import Backoff
 from ecs_observer._prefect_api import PrefectApiSink
 
 from .servers import PrefectServer
@@ -46,7 +47,7 @@ async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, p
     random.Random(1).shuffle(bodies)
     await send(aws, queue_url, bodies)
 
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     stats = await drain(aws, queue_url, sink)
     await sink.aclose()
 
@@ -86,7 +87,7 @@ async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, p
 async def test_redelivered_message_creates_no_duplicate(aws: AwsClients, prefect: PrefectServer) -> None:
     queue_url, _ = await make_queue(aws)
     (task,) = await start_tasks(aws, 1)
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     await send(aws, queue_url, [json.dumps(e) for e in task.events])
     await drain(aws, queue_url, sink)
     # The same EventBridge events again, as SQS's at-least-once delivery or a replay would bring them.
@@ -105,7 +106,7 @@ async def test_shuffled_backlog_yields_the_same_chains_as_in_order(aws: AwsClien
     bodies = [json.dumps(e) for t in tasks for e in reversed(t.events)]
     random.Random(7).shuffle(bodies)
     await send(aws, queue_url, bodies)
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     await drain(aws, queue_url, sink, receivers=4, reorder_window=3.0)
     await sink.aclose()
     assert_chains(tasks, prefect.wait_for_events([t.resource_id for t in tasks], count=64))
@@ -127,7 +128,7 @@ async def test_poison_messages_reach_the_dead_letter_queue_while_the_rest_flow(
     bodies = [json.dumps(e) for e in task.events] + poison
     random.Random(3).shuffle(bodies)
     await send(aws, queue_url, bodies)
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=1))
     run = asyncio.create_task(obs.run())
     try:
@@ -155,7 +156,7 @@ async def test_describe_tasks_is_batched_per_100_tasks_and_never_repeated(
     queue_url, _ = await make_queue(aws)
     tasks = await start_tasks(aws, 120, cluster="big") + await start_tasks(aws, 130, tagged=False, cluster="big")
     await send(aws, queue_url, [json.dumps(t.events[0]) for t in tasks])
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     first = await drain(aws, queue_url, sink, receivers=4, describe_linger=1.0)
     assert first.describe_calls <= 3  # 250 new tasks of one cluster: ceil(250 / 100)
     # Their later changes: every task is known now, Prefect's or not.
@@ -172,7 +173,7 @@ async def test_describe_tasks_is_batched_per_100_tasks_and_never_repeated(
 async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: PrefectServer) -> None:
     queue_url, _ = await make_queue(aws)
     tasks = await start_tasks(aws, 5) + await start_tasks(aws, 5, tagged=False)
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     obs = await observer(aws, queue_url, sink)
     run = asyncio.create_task(obs.run())
     try:
@@ -201,7 +202,7 @@ async def test_prefect_outage_keeps_messages_in_queue_until_it_is_back(
     tasks = await start_tasks(aws, 2)
     own_prefect.stop()
     await send(aws, queue_url, [json.dumps(e) for t in tasks for e in t.events])
-    sink = PrefectApiSink(own_prefect.api_url, retry_initial=0.2, retry_max=1.0, timeout=2)
+    sink = PrefectApiSink(own_prefect.api_url, backoff=Backoff(0.2, 1.0), timeout=2)
     obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=2))
     run = asyncio.create_task(obs.run())
     try:
@@ -236,7 +237,7 @@ async def test_task_ecs_no_longer_knows_uses_the_worker_environment(aws: AwsClie
     with_env = state_change(gone, "STOPPED", 9, now, flow_run_id=run_id)
     without_env = state_change(unknown, "STOPPED", 9, now)
     await send(aws, queue_url, [json.dumps(with_env), json.dumps(without_env)])
-    sink = PrefectApiSink(prefect.api_url, retry_initial=0.1, retry_max=1.0)
+    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     stats = await drain(aws, queue_url, sink, reorder_window=0.1)
     await sink.aclose()
     assert (stats.forwarded, stats.filtered) == (1, 1)

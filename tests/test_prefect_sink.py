@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from ecs_observer._backoff import Backoff
 from ecs_observer._prefect_api import EncodedEvent, PrefectApiSink
 
 from .servers import PrefectServer
@@ -78,14 +79,14 @@ async def test_batch_reaches_real_prefect_and_invalid_events_are_singled_out(pre
 @pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])
 async def test_transient_answers_are_retried_until_accepted(code: int) -> None:
     transport = Scripted([status(code), status(code), refuse_connection])
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.05, retry_max=0.2)
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.05, 0.2))
     assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
     assert len(transport.requests) == 4
 
 
 async def test_backoff_grows_between_attempts() -> None:
     transport = Scripted([status(503)] * 4)
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.1, retry_max=5.0)
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.1, 5.0))
     await sink.send([valid_event("prefect.ecs.task.a")])
     waits = gaps(transport)
     assert len(waits) == 4
@@ -95,7 +96,7 @@ async def test_backoff_grows_between_attempts() -> None:
 
 async def test_retry_after_is_honoured() -> None:
     transport = Scripted([status(429, **{"Retry-After": "1"})])
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, retry_initial=0.01, retry_max=5.0)
+    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.01, 5.0))
     await sink.send([valid_event("prefect.ecs.task.a")])
     assert gaps(transport)[0] >= 1.0
 
@@ -106,8 +107,7 @@ async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest
         "http://prefect.invalid/api",
         api_key="pnu_secret_value",
         transport=transport,
-        retry_initial=0.01,
-        retry_max=0.05,
+        backoff=Backoff(0.01, 0.05),
         config_retry=0.3,
     )
     with caplog.at_level(logging.INFO, logger="ecs_observer"):

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer._aws import AwsClients, EcsDescriber
+from ecs_observer._backoff import Backoff
 from ecs_observer._stats import Stats
 from ecs_observer._tags import TagLookup
 
@@ -44,7 +45,7 @@ async def test_throttling_is_retried_and_never_means_no_tags(aws: AwsClients) ->
     tasks = await start_tasks(aws, 3)
     describer = Throttled(EcsDescriber(aws), failures=3)
     stats = Stats()
-    lookup = TagLookup(describer, stats, linger=0.01, retry_initial=0.05, retry_max=0.1)
+    lookup = TagLookup(describer, stats, linger=0.01, backoff=Backoff(0.05, 0.1))
     found = await asyncio.gather(*(lookup.tags_for(first_change(t)) for t in tasks))
     assert [f.tags["prefect.io/flow-run-id"] for f in found] == [t.run_id for t in tasks]
     assert describer.batches == [3, 3, 3, 3]  # one call for all three tasks, retried as one

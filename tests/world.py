@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
+from ecs_observer._backoff import Backoff
 from ecs_observer._observer import Observer, ObserverConfig
 from ecs_observer._prefect_api import EventSink
 from ecs_observer._samples import lifecycle
@@ -23,8 +24,7 @@ FAST = ObserverConfig(
     wait_time_seconds=1,
     visibility_timeout=30,
     reorder_window=2.0,
-    retry_initial=0.1,
-    retry_max=1.0,
+    backoff=Backoff(0.1, 1.0),
     linger=0.02,
     describe_linger=0.05,
 )
