@@ -65,11 +65,17 @@ class Forwarder:
         async with self._slots:
             try:
                 refused: dict[UUID, str] = await self._sink.send([encoded for encoded, _ in batch])
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:
+                # Each waiting handler re-raises it and leaves its message in the queue.
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-                raise
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: no "never retrieved" noise for handlers gone at shutdown
+                return
         for encoded, future in batch:
             if not future.done():
                 future.set_result(refused.get(encoded.id))

@@ -76,6 +76,7 @@ class Observer:
         )
         self._handlers: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()  # set when in-flight messages finish
+        self._reserved = 0  # room taken by receive calls under way
         self._idle_target: int | None = None
         self._idle_polls = 0
         self._stop = asyncio.Event()
@@ -129,15 +130,12 @@ class Observer:
     async def _receive_loop(self) -> None:
         while not self._stop.is_set():
             await self._wait_for_room()
-            async for attempt in self._config.backoff.attempts(Exception):
-                with attempt:
-                    try:
-                        messages = await self._queue.receive(
-                            SQS_BATCH, self._config.wait_time_seconds, self._config.visibility_timeout
-                        )
-                    except Exception as exc:
-                        log.warning("ReceiveMessage failed; retrying (attempt %d): %s", attempt.num, exc)
-                        raise
+            # Room is reserved before the call, so that concurrent receivers cannot overshoot the bound.
+            self._reserved += SQS_BATCH
+            try:
+                messages = await self._receive()
+            finally:
+                self._reserved -= SQS_BATCH
             if self._stop.is_set():
                 await self._leases.hand_back(messages)
                 return
@@ -151,8 +149,22 @@ class Observer:
         if self._idle_polls >= self._idle_target:
             self._stop.set()
 
+    async def _receive(self) -> list[Message]:
+        async for attempt in self._config.backoff.attempts(Exception):
+            with attempt:
+                try:
+                    return await self._queue.receive(
+                        SQS_BATCH, self._config.wait_time_seconds, self._config.visibility_timeout
+                    )
+                except Exception as exc:
+                    log.warning("ReceiveMessage failed; retrying (attempt %d): %s", attempt.num, exc)
+                    raise
+        raise AssertionError("unreachable: retries are unbounded")
+
     async def _wait_for_room(self) -> None:
-        while self.stats.in_flight + SQS_BATCH > self._config.max_in_flight and not self._stop.is_set():
+        while (
+            self.stats.in_flight + self._reserved + SQS_BATCH > self._config.max_in_flight and not self._stop.is_set()
+        ):
             self._room.clear()
             await self._room.wait()
 
@@ -184,7 +196,7 @@ class Observer:
             else:
                 await self._observe(message, outcome)
         except asyncio.CancelledError:
-            self._leases.release(message)
+            # Shutdown: the message stays held, so that it is handed back to the queue at once.
             raise
         except Exception:
             log.exception("message %s failed unexpectedly; it stays in the queue", message.message_id)

@@ -154,6 +154,22 @@ async def test_run_forwards_then_exits_0_on_sigterm(aws: AwsClients, prefect: Pr
     assert time.monotonic() - stopped_at < 25
     logs = [json.loads(line) for line in out.splitlines()]
     assert {"time", "level", "logger", "message"} <= set(logs[0])
-    assert any(entry["message"].startswith("stopped: received=8, forwarded=8") for entry in logs)
+    (summary,) = [entry["message"] for entry in logs if entry["message"].startswith("stopped: ")]
+    counts = dict(pair.split("=") for pair in summary.removeprefix("stopped: ").split(", "))
+    assert int(counts["received"]) == int(counts["forwarded"]) == int(counts["deleted"]) >= 8
     assert "pnu_never_logged" not in out + err
     assert len(prefect.wait_for_events([task.resource_id], count=8)) == 8
+
+
+def test_python_dash_m_runs_the_same_command() -> None:
+    body = json.dumps(state_change(ARN, "PENDING", 1, datetime(2026, 1, 2, tzinfo=UTC), flow_run_id=RUN))
+    result = subprocess.run(
+        [sys.executable, "-m", "ecs_observer", "translate"],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["event"] == "prefect.ecs.task.pending"

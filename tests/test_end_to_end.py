@@ -53,8 +53,10 @@ async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, p
 
     stored = prefect.wait_for_events([t.resource_id for t in tagged + untagged], count=24)
     assert_chains(tagged, stored)
-    assert stats.forwarded == 24
-    assert stats.filtered == 16
+    # SQS delivers at least once: counters may see a message twice, but each one is forwarded or filtered.
+    assert stats.forwarded >= 24
+    assert stats.filtered >= 16
+    assert stats.received == stats.forwarded + stats.filtered
     assert await depth(aws, queue_url) == (0, 0)
     assert await depth(aws, dlq_url) == (0, 0)
 
@@ -94,7 +96,7 @@ async def test_redelivered_message_creates_no_duplicate(aws: AwsClients, prefect
     await send(aws, queue_url, [json.dumps(e) for e in task.events[2:5]])
     stats = await drain(aws, queue_url, sink)
     await sink.aclose()
-    assert stats.forwarded == 3
+    assert stats.forwarded == stats.received >= 3
     assert_chains([task], prefect.wait_for_events([task.resource_id], count=8))
     assert await depth(aws, queue_url) == (0, 0)
 
@@ -142,7 +144,7 @@ async def test_poison_messages_reach_the_dead_letter_queue_while_the_rest_flow(
         await sink.aclose()
     assert await depth(aws, dlq_url) == (5, 0)
     assert await depth(aws, queue_url) == (0, 0)
-    assert obs.stats.forwarded == 8
+    assert obs.stats.forwarded >= 8
     assert_chains([task], prefect.wait_for_events([task.resource_id], count=8))
     # Each poison message is logged as a warning once, with its SQS message id, however often it comes back.
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "rejected" in r.getMessage()]
@@ -181,7 +183,7 @@ async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: Pre
             await send(aws, queue_url, [json.dumps(t.events[round_]) for t in tasks])
             for _ in range(100):
                 await asyncio.sleep(0.1)
-                if obs.stats.deleted == 10 * (round_ + 1):
+                if obs.stats.deleted >= 10 * (round_ + 1):
                     break
             if round_ == 0:
                 calls_after_first = obs.stats.describe_calls
@@ -189,9 +191,10 @@ async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: Pre
         obs.stop()
         await run
         await sink.aclose()
-    assert obs.stats.deleted == 30
+    assert obs.stats.deleted >= 30
+    assert await depth(aws, queue_url) == (0, 0)
     assert obs.stats.describe_calls == calls_after_first <= 2
-    assert obs.stats.tag_cache_hits == 20
+    assert obs.stats.tag_cache_hits >= 20
 
 
 async def test_prefect_outage_keeps_messages_in_queue_until_it_is_back(
@@ -214,13 +217,13 @@ async def test_prefect_outage_keeps_messages_in_queue_until_it_is_back(
         await asyncio.to_thread(own_prefect.start)
         for _ in range(120):
             await asyncio.sleep(0.5)
-            if obs.stats.deleted == 16:
+            if obs.stats.deleted >= 16:
                 break
     finally:
         obs.stop()
         await run
         await sink.aclose()
-    assert obs.stats.forwarded == 16
+    assert obs.stats.forwarded >= 16
     assert await depth(aws, queue_url) == (0, 0)
     assert await depth(aws, dlq_url) == (0, 0)
     assert_chains(tasks, own_prefect.wait_for_events([t.resource_id for t in tasks], count=16))
@@ -240,7 +243,9 @@ async def test_task_ecs_no_longer_knows_uses_the_worker_environment(aws: AwsClie
     sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
     stats = await drain(aws, queue_url, sink, reorder_window=0.1)
     await sink.aclose()
-    assert (stats.forwarded, stats.filtered) == (1, 1)
+    assert stats.forwarded >= 1
+    assert stats.filtered >= 1
+    assert stats.received == stats.forwarded + stats.filtered
     (stored,) = prefect.wait_for_events(
         ["prefect.ecs.task.00000000000000000000000000000abc", "prefect.ecs.task.00000000000000000000000000000def"],
         count=1,
@@ -264,5 +269,28 @@ async def test_ignored_messages_are_deleted(aws: AwsClients, prefect: PrefectSer
     sink = PrefectApiSink(prefect.api_url)
     stats = await drain(aws, queue_url, sink)
     await sink.aclose()
-    assert (stats.ignored, stats.deleted, stats.rejected) == (3, 3, 0)
+    assert stats.ignored == stats.deleted == stats.received >= 3
+    assert stats.rejected == 0
     assert await depth(aws, queue_url) == (0, 0)
+
+
+async def test_outage_holds_a_bounded_number_and_shutdown_returns_them(aws: AwsClients) -> None:
+    from .servers import free_port
+
+    queue_url, _ = await make_queue(aws)
+    tasks = await start_tasks(aws, 4)
+    await send(aws, queue_url, [json.dumps(e) for t in tasks for e in t.events])  # 32 messages
+    nothing_listens = f"http://127.0.0.1:{free_port()}/api"
+    sink = PrefectApiSink(nothing_listens, backoff=Backoff(0.1, 0.5))
+    obs = await observer(aws, queue_url, sink, replace(FAST, max_in_flight=10, drain_timeout=1.0))
+    run = asyncio.create_task(obs.run())
+    await asyncio.sleep(4)
+    assert obs.stats.received == 10  # receiving paused at the bound
+    assert await depth(aws, queue_url) == (22, 10)
+    started = asyncio.get_running_loop().time()
+    obs.stop()
+    await run
+    await sink.aclose()
+    assert asyncio.get_running_loop().time() - started < 1.0 + FAST.wait_time_seconds + 2
+    assert obs.stats.deleted == 0
+    assert await depth(aws, queue_url) == (32, 0)  # the unfinished ones are visible again at once
