@@ -119,6 +119,7 @@ class TaskStateChange:
     version: int | None
     occurred: datetime
     flow_run_id_override: UUID | None
+    emitted: datetime  # the envelope's `time`: when EventBridge emitted the event
 
     @property
     def status(self) -> str:
@@ -195,6 +196,7 @@ def _to_change(envelope: _Envelope) -> Decoded:
         version=detail.version,
         occurred=_utc_ms(occurred),
         flow_run_id_override=_flow_run_id_override(detail.overrides),
+        emitted=_utc_ms(envelope.time),
     )
 
 

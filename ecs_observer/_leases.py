@@ -71,7 +71,12 @@ class Leases:
         try:
             async for attempt in self._backoff.attempts(Exception, limit=5):
                 with attempt:
-                    failed = await self._queue.delete(batch)
+                    try:
+                        failed = await self._queue.delete(batch)
+                    except Exception:
+                        self._stats.retries["delete"] += 1
+                        raise
+                    self._stats.sqs_succeeded()
         except Exception as exc:
             log.warning("DeleteMessageBatch failed for %d message(s); they will be redelivered: %s", len(batch), exc)
             failed = {m.message_id: str(exc) for m in batch}
@@ -117,7 +122,9 @@ class Leases:
             batch = messages[start : start + SQS_BATCH]
             try:
                 failed = await self._queue.change_visibility(batch, visibility)
+                self._stats.sqs_succeeded()
             except Exception as exc:
+                self._stats.retries["change_visibility"] += 1
                 log.warning("ChangeMessageVisibilityBatch failed for %d message(s); retrying soon: %s", len(batch), exc)
                 continue
             for message in batch:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -43,6 +46,7 @@ class ObserverConfig:
     cache_size: int = 100_000
     drain_timeout: float = 25.0
     summary_interval: float = 60.0
+    sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -80,6 +84,7 @@ class Observer:
         self._idle_target: int | None = None
         self._idle_polls = 0
         self._stop = asyncio.Event()
+        self._receivers: list[asyncio.Task[None]] = []
         # Bounded memories so that each problem is logged once, not on every redelivery.
         self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
         self._warned_tasks: LRUCache[str, bool] = LRUCache(maxsize=10_000)
@@ -92,7 +97,7 @@ class Observer:
     async def run(self, until_idle: int | None = None) -> None:
         """Observe until stopped, or until `until_idle` receives in a row found the queue empty."""
         self._idle_target = until_idle
-        receivers = [asyncio.create_task(self._receive_loop()) for _ in range(self._config.receivers)]
+        receivers = self._receivers = [asyncio.create_task(self._receive_loop()) for _ in range(self._config.receivers)]
         helpers = [asyncio.create_task(self._leases.keep_alive()), asyncio.create_task(self._summaries())]
         try:
             await self._stop.wait()
@@ -106,6 +111,31 @@ class Observer:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("stopped: %s", self.stats.summary())
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while receiving and SQS answered recently (a visibility extension counts, so an
+        outage of the Prefect API, with receiving paused at the bound, is not a reason to restart)."""
+        alive = sum(not task.done() for task in self._receivers)
+        since = time.monotonic() - self.stats.last_sqs_success
+        limit = (
+            self._config.sqs_silence_limit
+            or max(3 * self._config.wait_time_seconds, self._config.visibility_timeout) + 30
+        )
+        details: dict[str, Any] = {
+            "receive_loops_alive": alive,
+            "seconds_since_sqs_success": round(since, 1),
+            "in_flight": self.stats.in_flight,
+        }
+        reasons = []
+        if self._stop.is_set():
+            reasons.append("stopping")
+        elif alive < len(self._receivers) or not self._receivers:
+            reasons.append(f"{len(self._receivers) - alive} receive loop(s) ended")
+        if since > limit:
+            reasons.append(f"no successful SQS call for {since:.0f} s (limit {limit} s)")
+        if reasons:
+            details["reason"] = "; ".join(reasons)
+        return not reasons, details
 
     async def _end_receives(self, receivers: list[asyncio.Task[None]]) -> None:
         """Let long polls under way end by themselves: a cancelled one can still take messages
@@ -153,12 +183,15 @@ class Observer:
         async for attempt in self._config.backoff.attempts(Exception):
             with attempt:
                 try:
-                    return await self._queue.receive(
+                    messages = await self._queue.receive(
                         SQS_BATCH, self._config.wait_time_seconds, self._config.visibility_timeout
                     )
                 except Exception as exc:
+                    self.stats.retries["receive"] += 1
                     log.warning("ReceiveMessage failed; retrying (attempt %d): %s", attempt.num, exc)
                     raise
+                self.stats.sqs_succeeded()
+                return messages
         raise AssertionError("unreachable: retries are unbounded")
 
     async def _wait_for_room(self) -> None:
@@ -222,6 +255,7 @@ class Observer:
         refused = await self._forwarder.forward(event)
         if refused is None:
             self.stats.forwarded += 1
+            self.stats.forward_latency.observe(max(0.0, (datetime.now(UTC) - change.emitted).total_seconds()))
             self._leases.ack(message)
         else:
             self.stats.invalid_events += 1

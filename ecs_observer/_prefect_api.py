@@ -23,6 +23,7 @@ from uuid import UUID
 import httpx
 
 from ._backoff import Backoff
+from ._stats import Stats
 
 __all__ = ["ConsoleSink", "EncodedEvent", "EventSink", "PrefectApiSink", "auth_headers"]
 
@@ -84,6 +85,7 @@ class PrefectApiSink:
         timeout: float = 30.0,
         backoff: Backoff = Backoff(),
         config_retry: float = 30.0,
+        stats: Stats | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = api_url.rstrip("/") + "/events"
@@ -94,6 +96,7 @@ class PrefectApiSink:
             limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
         )
         self._backoff = backoff
+        self._stats = stats or Stats()
         self._config_retry = config_retry
         self._failing_since: str | None = None  # the reason of the current outage, logged once
 
@@ -123,12 +126,14 @@ class PrefectApiSink:
                 try:
                     response = await self._client.post(self._url, content=body)
                 except httpx.TransportError as exc:
+                    self._failed("connection")
                     self._outage(f"cannot reach the Prefect API at {self._url}: {type(exc).__name__} {exc}")
                     raise
                 status = response.status_code
                 if status < 300 or status in _INVALID:
                     self._recovered()
                     return status, response.text[:500]
+                self._failed(str(status))
                 if status in (401, 403):
                     self._outage(
                         f"the Prefect API at {self._url} refuses our credentials (HTTP {status}): check "
@@ -147,6 +152,10 @@ class PrefectApiSink:
                 )
                 raise _Retry(f"HTTP {status}", backoff=self._config_retry)
         raise AssertionError("unreachable: retries are unbounded")
+
+    def _failed(self, cause: str) -> None:
+        self._stats.sink_errors[cause] += 1
+        self._stats.retries["prefect_api"] += 1
 
     def _outage(self, reason: str, level: int = logging.WARNING) -> None:
         if self._failing_since != reason:

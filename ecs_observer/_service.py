@@ -12,10 +12,12 @@ import httpx
 from botocore.exceptions import ClientError
 
 from ._aws import AwsClients, EcsDescriber, SqsQueue
+from ._health import HealthServer
 from ._observer import Observer, ObserverConfig
-from ._prefect_api import EventSink, PrefectApiSink, auth_headers
+from ._prefect_api import PrefectApiSink, auth_headers
 from ._sequencer import MemoryChainStore
 from ._settings import Settings
+from ._stats import Stats
 
 __all__ = ["check", "observer_config", "prefect_sink", "run_service"]
 
@@ -43,12 +45,13 @@ def _secret(value: object) -> str | None:
     return str(get()) if get is not None else None
 
 
-def prefect_sink(settings: Settings, api_url: str) -> PrefectApiSink:
+def prefect_sink(settings: Settings, api_url: str, stats: Stats | None = None) -> PrefectApiSink:
     return PrefectApiSink(
         api_url,
         api_key=_secret(settings.prefect_api_key),
         auth_string=_secret(settings.prefect_api_auth_string),
         timeout=settings.http_timeout,
+        stats=stats,
     )
 
 
@@ -64,24 +67,26 @@ async def _queue(clients: AwsClients, settings: Settings) -> SqsQueue:
     return SqsQueue(sqs, answer["QueueUrl"])
 
 
-async def run_service(
-    settings: Settings, *, clients: AwsClients | None = None, sink: EventSink | None = None
-) -> Observer:
+async def run_service(settings: Settings) -> Observer:
     """Run until SIGTERM or SIGINT, then drain and return the observer (for its stats)."""
     settings.require_queue()
-    api_url = settings.require_prefect() if sink is None else None
+    api_url = settings.require_prefect()
     async with AsyncExitStack() as stack:
-        clients = await stack.enter_async_context(clients or AwsClients())
+        clients = await stack.enter_async_context(AwsClients())
         queue = await _queue(clients, settings)
-        the_sink = sink or prefect_sink(settings, str(api_url))
-        stack.push_async_callback(the_sink.aclose)
-        observer = Observer(
-            queue, EcsDescriber(clients), MemoryChainStore(settings.cache_size), the_sink, observer_config(settings)
-        )
+        stats = Stats()
+        sink = prefect_sink(settings, api_url, stats)
+        stack.push_async_callback(sink.aclose)
+        store = MemoryChainStore(settings.cache_size)
+        observer = Observer(queue, EcsDescriber(clients), store, sink, observer_config(settings), stats)
+        if settings.health_port:
+            health = HealthServer(stats, observer.health, settings.health_port)
+            await health.start()
+            stack.push_async_callback(health.stop)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, observer.stop)
-        log.info("observing %s; forwarding to %s", queue.url, api_url or type(the_sink).__name__)
+        log.info("observing %s; forwarding to %s", queue.url, api_url)
         try:
             await observer.run()
         finally:

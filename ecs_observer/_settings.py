@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     drain_timeout: float = Field(default=25.0, ge=0, le=3600, description="seconds to finish in-flight work on SIGTERM")
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
+    health_port: int = Field(
+        default=9090, ge=0, le=65535, description="port of /healthz and /metrics; 0 turns them off"
+    )
     log_format: Literal["json", "text"] = Field(default="json", description="json lines (CloudWatch) or text")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="log level")
 

@@ -1,10 +1,29 @@
-"""What the observer has done, counted per instance (no module-level state)."""
+"""What the observer has done, counted per instance (no module-level state).
+
+The same numbers feed the log summaries and, read at scrape time, `/metrics`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field, fields
+
+from prometheus_client import Histogram
 
 __all__ = ["Stats"]
+
+# Seconds from the EventBridge event's `time` to acceptance by Prefect.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, float("inf"))
+
+
+def _latency() -> Histogram:
+    return Histogram(
+        "ecs_observer_forward_latency_seconds",
+        "Seconds from the EventBridge event's time to acceptance by the Prefect API",
+        registry=None,
+        buckets=_LATENCY_BUCKETS,
+    )
 
 
 @dataclass
@@ -19,9 +38,19 @@ class Stats:
     describe_calls: int = 0
     tag_cache_hits: int = 0
     in_flight: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
+    sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
+    forward_latency: Histogram = field(default_factory=_latency)
+    last_sqs_success: float = field(default_factory=time.monotonic)
 
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def sqs_succeeded(self) -> None:
+        self.last_sqs_success = time.monotonic()
+
+    def counts(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
 
     def summary(self) -> str:
-        return ", ".join(f"{key}={value}" for key, value in self.as_dict().items())
+        text = ", ".join(f"{key}={value}" for key, value in self.counts().items())
+        if self.retries:
+            text += ", retries=" + "/".join(f"{cause}:{n}" for cause, n in sorted(self.retries.items()))
+        return text

@@ -129,6 +129,7 @@ class TagLookup:
                     try:
                         found = await self._describer.describe(region, cluster, arns)
                     except Exception as exc:
+                        self._stats.retries["describe_tasks"] += 1
                         log.warning(
                             "DescribeTasks failed for %d task(s) of cluster %s in %s; retrying (attempt %d): %s",
                             len(arns),

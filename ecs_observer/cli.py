@@ -53,11 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("file", nargs="?", help="file holding the EventBridge event (default: stdin)")
     tr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag of the task (repeatable)")
     tr.add_argument("--follows", default=None, metavar="UUID", help="id of the previous state change, if any")
+    health = commands.add_parser("healthcheck", help="exit 0 if the local observer's /healthz answers 200, else 1")
+    health.add_argument(
+        "--health-port",
+        dest="health_port",
+        default=None,
+        metavar="PORT",
+        help="port of /healthz [ECS_OBSERVER_HEALTH_PORT, default 9090]",
+    )
     demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
     demo.add_argument(
         "--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)"
     )
-    for sub in (run, check, tr, demo):
+    for sub in (run, check, tr, health, demo):
         sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
         sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
     return parser
@@ -73,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "translate":
         return _translate(args)
+    if args.command == "healthcheck":
+        return _healthcheck(settings.health_port)
     # The demo prints events on stdout, so its logs go to stderr as text unless asked otherwise.
     log_format = args.log_format or ("text" if args.command == "demo" else settings.log_format)
     configure_logging(log_format, settings.log_level)
@@ -128,3 +138,16 @@ def _translate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(event.to_json(), indent=2))
     return 0
+
+
+def _healthcheck(port: int) -> int:
+    """For the container health check: the service's own verdict, over loopback."""
+    import httpx
+
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=4)
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: no answer on port {port}: {exc}", file=sys.stderr)
+        return 1
+    print(answer.text)
+    return 0 if answer.status_code == 200 else 1

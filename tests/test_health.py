@@ -1,0 +1,94 @@
+"""/healthz, /metrics and `ecs-observer healthcheck`, as ECS and Prometheus use them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import aioboto3
+import httpx
+
+from ecs_observer._aws import AwsClients
+from ecs_observer._health import HealthServer
+from ecs_observer._prefect_api import PrefectApiSink
+
+from .servers import PrefectServer, free_port
+from .world import FAST, REGION, depth, make_queue, observer, send, start_tasks
+
+EXE = str(Path(sys.executable).with_name("ecs-observer"))
+
+
+async def healthcheck(port: int) -> int:
+    process = await asyncio.create_subprocess_exec(
+        EXE, "healthcheck", "--health-port", str(port), stdout=asyncio.subprocess.DEVNULL
+    )
+    return await process.wait()
+
+
+async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1)
+    (other,) = await start_tasks(aws, 1, tagged=False)
+    await send(aws, queue_url, [json.dumps(e) for e in task.events + other.events])
+    sink = PrefectApiSink(prefect.api_url)
+    obs = await observer(aws, queue_url, sink)
+    server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
+    await server.start()
+    run = asyncio.create_task(obs.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            if await depth(aws, queue_url) == (0, 0) and obs.stats.in_flight == 0:
+                break
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            health = await http.get("/healthz")
+            metrics = (await http.get("/metrics")).text
+        assert await healthcheck(server.port) == 0
+    finally:
+        obs.stop()
+        await run
+        await server.stop()
+        await sink.aclose()
+    assert health.status_code == 200
+    assert health.json()["ok"] is True
+    lines = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(lines["ecs_observer_messages_received_total"]) >= 16
+    assert float(lines["ecs_observer_events_forwarded_total"]) >= 8
+    assert float(lines["ecs_observer_messages_filtered_total"]) >= 8
+    assert float(lines["ecs_observer_describe_tasks_calls_total"]) >= 1
+    assert float(lines["ecs_observer_in_flight_messages"]) == 0
+    assert float(lines["ecs_observer_forward_latency_seconds_count"]) >= 8
+    assert float(lines['ecs_observer_forward_latency_seconds_bucket{le="+Inf"}']) >= 8
+
+
+async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=dead) as unreachable:
+        sink = PrefectApiSink(f"http://127.0.0.1:{free_port()}/api")
+        config = replace(FAST, sqs_silence_limit=1.0)
+        obs = await observer(unreachable, f"{dead}/123456789012/nowhere", sink, config)
+        server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
+        await server.start()
+        run = asyncio.create_task(obs.run())
+        try:
+            await asyncio.sleep(3)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+                health = await http.get("/healthz")
+                metrics = (await http.get("/metrics")).text
+            exit_code = await healthcheck(server.port)
+        finally:
+            obs.stop()
+            await run
+            await server.stop()
+            await sink.aclose()
+    assert health.status_code == 503
+    assert "no successful SQS call" in health.json()["reason"]
+    assert exit_code == 1
+    assert 'ecs_observer_retries_total{cause="receive"}' in metrics
+
+
+async def test_healthcheck_fails_when_nothing_answers() -> None:
+    assert await healthcheck(free_port()) == 1
