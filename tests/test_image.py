@@ -1,0 +1,72 @@
+"""What the Dockerfile installs works: no container engine runs here, so the same steps run in a fresh venv."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ecs_observer._aws import AwsClients
+
+from .servers import PrefectServer
+from .world import make_queue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=\[;! ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_lock_pins_every_runtime_dependency() -> None:
+    declared = {_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    locked = {_name(line) for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line}
+    assert declared <= locked
+
+
+def test_dockerfile_installs_from_the_hashed_lock() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    assert "USER 10001" in dockerfile
+    assert 'User: "10001"' in (ROOT / "infra" / "service.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the Dockerfile's steps: the lock with hashes, then the wheel without dependencies."""
+    work = tmp_path_factory.mktemp("image")
+    venv = work / "venv"
+    assert sh(sys.executable, "-m", "venv", venv).returncode == 0
+    pip = venv / "bin" / "pip"
+    step = sh(pip, "install", "--require-hashes", "--no-deps", "-r", ROOT / "requirements.lock")
+    assert step.returncode == 0, step.stderr[-2000:]
+    step = sh(pip, "wheel", "--no-deps", "--wheel-dir", work / "dist", ROOT)
+    assert step.returncode == 0, step.stderr[-2000:]
+    (wheel,) = (work / "dist").glob("ecs_observer-*.whl")
+    step = sh(pip, "install", "--no-deps", wheel)
+    assert step.returncode == 0, step.stderr[-2000:]
+    return venv / "bin" / "ecs-observer"
+
+
+def test_installed_command_answers_help(installed: Path) -> None:
+    result = sh(installed, "--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("run", "check", "translate", "healthcheck", "demo"):
+        assert command in result.stdout
+
+
+async def test_installed_command_checks_against_moto(installed: Path, aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    env = {**os.environ, "ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": prefect.api_url}
+    result = sh(installed, "check", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") == 5
