@@ -11,6 +11,7 @@ COPY requirements.lock ./
 RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY ecs_observer ./ecs_observer
+COPY infra ./infra
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist . \
     && /opt/venv/bin/pip install --no-deps /dist/*.whl
 

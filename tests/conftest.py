@@ -27,6 +27,8 @@ def moto_url() -> Iterator[str]:
         for name, value in {
             "AWS_ENDPOINT_URL_SQS": url,
             "AWS_ENDPOINT_URL_ECS": url,
+            "AWS_ENDPOINT_URL_CLOUDFORMATION": url,
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,

@@ -173,3 +173,19 @@ def test_python_dash_m_runs_the_same_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["event"] == "prefect.ecs.task.pending"
+
+
+def test_demo_runs_the_observer_through_the_template_and_prints_chained_events() -> None:
+    result = cli("demo", timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Unique by id: SQS may deliver a message twice, and Prefect keeps one copy of each id.
+    events = list({e["id"]: e for e in map(json.loads, result.stdout.splitlines())}.values())
+    assert len(events) == 24  # 3 Prefect tasks x 8 states; the untagged tasks and the EC2 event yield nothing
+    by_task: dict[str, list[dict[str, object]]] = {}
+    for event in events:
+        by_task.setdefault(str(event["resource"]["prefect.resource.id"]), []).append(event)
+    assert len(by_task) == 3
+    for chain in by_task.values():
+        ordered = sorted(chain, key=lambda e: str(e["occurred"]))
+        assert [e.get("follows") for e in ordered] == [None] + [e["id"] for e in ordered[:-1]]
+    assert "demo: received " in result.stderr

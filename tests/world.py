@@ -13,6 +13,7 @@ from ecs_observer._backoff import Backoff
 from ecs_observer._observer import Observer, ObserverConfig
 from ecs_observer._prefect_api import EventSink
 from ecs_observer._samples import lifecycle
+from ecs_observer._sandbox import start_cluster
 from ecs_observer._sequencer import MemoryChainStore
 
 if TYPE_CHECKING:
@@ -70,12 +71,7 @@ async def start_tasks(
 ) -> list[Task]:
     """Run tasks in moto and give each its whole Fargate lifecycle of EventBridge events."""
     ecs = await aws.ecs(REGION)
-    cluster_arn = (await ecs.create_cluster(clusterName=cluster))["cluster"]["clusterArn"]
-    task_def = (
-        await ecs.register_task_definition(
-            family="flow", containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3", "memory": 512}]
-        )
-    )["taskDefinition"]["taskDefinitionArn"]
+    where = await start_cluster(ecs, cluster)
     start = start or datetime.now(UTC) - timedelta(minutes=10)
     tasks = []
     for n in range(count):
@@ -89,15 +85,13 @@ async def start_tasks(
             if tagged
             else [{"key": "owner", "value": "someone-else"}]
         )
-        arn = (await ecs.run_task(cluster=cluster, taskDefinition=task_def, launchType="FARGATE", tags=tags))["tasks"][
-            0
-        ]["taskArn"]
+        arn = await where.run_task(ecs, tags)
         task = Task(arn, run_id)
         task.events = lifecycle(
             arn,
             start + timedelta(seconds=n),
-            cluster_arn=cluster_arn,
-            task_definition_arn=task_def,
+            cluster_arn=where.arn,
+            task_definition_arn=where.task_definition_arn,
             exit_code=1 if crash_first and n == 0 else 0,
         )
         tasks.append(task)

@@ -1,0 +1,87 @@
+"""End to end through the real events template, offline: CloudFormation, EventBridge and SQS in moto, real Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import aioboto3
+import pytest
+
+from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
+from ecs_observer._observer import Observer
+from ecs_observer._prefect_api import PrefectApiSink
+from ecs_observer._sandbox import deploy_events_stack, put_events
+from ecs_observer._sequencer import MemoryChainStore
+
+from .servers import PrefectServer
+from .world import FAST, REGION, Task, depth, start_tasks
+
+
+@pytest.fixture
+def session(moto_url: str) -> aioboto3.Session:
+    return aioboto3.Session(region_name=REGION)
+
+
+def chained(events: list[dict[str, Any]]) -> bool:
+    """Each event of one task follows the one before it (by occurred), the first follows nothing."""
+    ordered = sorted(events, key=lambda e: e["occurred"])
+    return [e.get("follows") for e in ordered] == [None] + [e["id"] for e in ordered[:-1]]
+
+
+async def test_template_routes_watched_clusters_to_the_observer(
+    aws: AwsClients, session: aioboto3.Session, prefect: PrefectServer
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    watched = await start_tasks(aws, 2, cluster=f"watched-{suffix}")
+    untagged = await start_tasks(aws, 1, tagged=False, cluster=f"watched-{suffix}")
+    elsewhere = await start_tasks(aws, 1, cluster=f"elsewhere-{suffix}")
+    watched_arn = watched[0].events[0]["detail"]["clusterArn"]
+    async with session.client("cloudformation") as cfn, session.client("events") as bus:
+        outputs = await deploy_events_stack(
+            cfn, f"events-{suffix}", queue_name=f"q-{suffix}", cluster_arns=[watched_arn]
+        )
+        await put_events(bus, [e for t in watched + untagged + elsewhere for e in t.events])
+
+    sink = PrefectApiSink(prefect.api_url)
+    queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
+    observer = Observer(queue, EcsDescriber(aws), MemoryChainStore(1000), sink, replace(FAST, reorder_window=3.0))
+    await asyncio.wait_for(observer.run(until_idle=2), timeout=120)
+    await sink.aclose()
+
+    # The rule narrowed to the watched cluster: the other cluster's 8 changes never reached the queue.
+    assert observer.stats.received >= 24
+    assert observer.stats.received == observer.stats.forwarded + observer.stats.filtered
+    all_tasks: list[Task] = watched + untagged + elsewhere
+    stored = prefect.wait_for_events([t.resource_id for t in all_tasks], count=16)
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for event in stored:
+        by_task.setdefault(event["resource"]["prefect.resource.id"], []).append(event)
+    assert set(by_task) == {t.resource_id for t in watched}
+    for task in watched:
+        events = by_task[task.resource_id]
+        assert len({e["id"] for e in events}) == 8
+        assert chained(events)
+        assert {r["prefect.resource.id"] for e in events for r in e["related"]} >= {f"prefect.flow-run.{task.run_id}"}
+    assert await depth(aws, outputs["QueueUrl"]) == (0, 0)
+    assert await depth(aws, outputs["DeadLetterQueueUrl"]) == (0, 0)
+
+
+async def test_template_without_clusters_routes_every_cluster(
+    aws: AwsClients, session: aioboto3.Session, prefect: PrefectServer
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    tasks = await start_tasks(aws, 1, cluster=f"a-{suffix}") + await start_tasks(aws, 1, cluster=f"b-{suffix}")
+    async with session.client("cloudformation") as cfn, session.client("events") as bus:
+        outputs = await deploy_events_stack(cfn, f"events-{suffix}", queue_name=f"q-{suffix}")
+        await put_events(bus, [e for t in tasks for e in t.events])
+    sink = PrefectApiSink(prefect.api_url)
+    queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
+    observer = Observer(queue, EcsDescriber(aws), MemoryChainStore(1000), sink, replace(FAST, reorder_window=3.0))
+    await asyncio.wait_for(observer.run(until_idle=2), timeout=120)
+    await sink.aclose()
+    stored = prefect.wait_for_events([t.resource_id for t in tasks], count=16)
+    assert {e["resource"]["prefect.resource.id"] for e in stored} == {t.resource_id for t in tasks}
+    assert len({e["id"] for e in stored}) == 16
