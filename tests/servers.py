@@ -27,8 +27,10 @@ def free_port() -> int:
 class PrefectServer:
     """`prefect server start` on loopback with its own SQLite database; can be stopped and started again."""
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, auth_string: str | None = None) -> None:
         self.home = home
+        self.auth_string = auth_string
+        self._auth = httpx.BasicAuth(*auth_string.split(":", 1)) if auth_string else None
         self.port = port or free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self._process: subprocess.Popen[bytes] | None = None
@@ -44,6 +46,8 @@ class PrefectServer:
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home}/prefect.db",
         }
         env.pop("PREFECT_API_URL", None)
+        if self.auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         prefect = str(Path(sys.executable).with_name("prefect"))
         log = (self.home / "server.log").open("ab")
         self._process = subprocess.Popen(
@@ -98,12 +102,12 @@ class PrefectServer:
             },
             "limit": 50,
         }
-        page = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=10)
+        page = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=10, auth=self._auth)
         page.raise_for_status()
         answer = page.json()
         events: list[dict[str, Any]] = answer["events"]
         while answer.get("next_page"):
-            page = httpx.get(answer["next_page"], timeout=10)
+            page = httpx.get(answer["next_page"], timeout=10, auth=self._auth)
             page.raise_for_status()
             answer = page.json()
             events += answer["events"]

@@ -16,21 +16,7 @@ from ecs_observer._backoff import Backoff
 from ecs_observer._prefect_api import PrefectApiSink
 
 from .servers import PrefectServer
-from .world import FAST, REGION, Task, depth, make_queue, observer, send, start_tasks
-
-
-def by_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    ids = [e["id"] for e in events]
-    assert len(ids) == len(set(ids)), "an event id is stored twice"
-    return {e["id"]: e for e in events}
-
-
-def assert_chains(tasks: list[Task], stored: list[dict[str, Any]]) -> None:
-    """Exactly the tasks' events are stored, each once, each with the follows of its lifecycle."""
-    events = by_id(stored)
-    expected = {i: f for t in tasks for i, f in t.expected_follows().items()}
-    assert set(events) == set(expected)
-    assert {i: events[i].get("follows") for i in events} == expected
+from .world import FAST, REGION, assert_chains, by_id, depth, make_queue, observer, send, start_tasks
 
 
 async def drain(aws: AwsClients, queue_url: str, sink: PrefectApiSink, **config: Any) -> Any:
@@ -195,38 +181,6 @@ async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: Pre
     assert await depth(aws, queue_url) == (0, 0)
     assert obs.stats.describe_calls == calls_after_first <= 2
     assert obs.stats.tag_cache_hits >= 20
-
-
-async def test_prefect_outage_keeps_messages_in_queue_until_it_is_back(
-    aws: AwsClients, own_prefect: PrefectServer
-) -> None:
-    # Visibility 2 s and 2 receives before the dead-letter queue: an outage of 12 s must not push anything there.
-    queue_url, dlq_url = await make_queue(aws, max_receive=2, visibility=2)
-    tasks = await start_tasks(aws, 2)
-    own_prefect.stop()
-    await send(aws, queue_url, [json.dumps(e) for t in tasks for e in t.events])
-    sink = PrefectApiSink(own_prefect.api_url, backoff=Backoff(0.2, 1.0), timeout=2)
-    obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=2))
-    run = asyncio.create_task(obs.run())
-    try:
-        await asyncio.sleep(12)
-        assert obs.stats.forwarded == 0
-        assert obs.stats.deleted == 0
-        assert await depth(aws, dlq_url) == (0, 0)
-        assert await depth(aws, queue_url) == (0, 16)  # all held in flight, visibility extended
-        await asyncio.to_thread(own_prefect.start)
-        for _ in range(120):
-            await asyncio.sleep(0.5)
-            if obs.stats.deleted >= 16:
-                break
-    finally:
-        obs.stop()
-        await run
-        await sink.aclose()
-    assert obs.stats.forwarded >= 16
-    assert await depth(aws, queue_url) == (0, 0)
-    assert await depth(aws, dlq_url) == (0, 0)
-    assert_chains(tasks, own_prefect.wait_for_events([t.resource_id for t in tasks], count=16))
 
 
 async def test_task_ecs_no_longer_knows_uses_the_worker_environment(aws: AwsClients, prefect: PrefectServer) -> None:

@@ -124,3 +124,25 @@ async def observer(aws: AwsClients, queue_url: str, sink: EventSink, config: Obs
     return Observer(
         SqsQueue(await aws.sqs(REGION), queue_url), EcsDescriber(aws), MemoryChainStore(10_000), sink, config
     )
+
+
+def by_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids)), "an event id is stored twice"
+    return {e["id"]: e for e in events}
+
+
+def assert_chains(tasks: list[Task], stored: list[dict[str, Any]], *, gaps_allowed: bool = False) -> None:
+    """Exactly the tasks' events are stored, each once, each with the follows of its lifecycle.
+
+    With `gaps_allowed` (an observer lost its memory: a crash, or several replicas without shared
+    state), a `follows` may be missing, but never wrong.
+    """
+    events = by_id(stored)
+    expected = {i: f for t in tasks for i, f in t.expected_follows().items()}
+    assert set(events) == set(expected)
+    for event_id, event in events.items():
+        follows = event.get("follows")
+        if gaps_allowed and follows is None:
+            continue
+        assert follows == expected[event_id], (event_id, follows, expected[event_id])

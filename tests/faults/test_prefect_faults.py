@@ -1,0 +1,107 @@
+"""Faults of the Prefect API: outage, errors, throttling, hangs, refused credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ecs_observer._aws import AwsClients
+from ecs_observer._backoff import Backoff
+from ecs_observer._prefect_api import PrefectApiSink
+
+from ..servers import PrefectServer
+from ..world import FAST, depth, observer
+from .proxy import FaultProxy, hang, status
+from .scenario import delivered, gaps, run_until, scenario
+
+EVENTS = "POST /api/events"
+
+
+@pytest.fixture
+async def prefect_proxy(prefect: PrefectServer) -> AsyncIterator[FaultProxy]:
+    proxy = await FaultProxy(f"http://127.0.0.1:{prefect.port}").start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_outage_longer_than_visibility_timeout_loses_nothing(aws: AwsClients, own_prefect: PrefectServer) -> None:
+    # Visibility 2 s and 2 receives before the dead-letter queue: 12 s down must push nothing there.
+    sc = await scenario(aws, max_receive=2, visibility=2)
+    own_prefect.stop()
+    sink = PrefectApiSink(own_prefect.api_url, backoff=Backoff(0.2, 1.0), timeout=2)
+    obs = await observer(aws, sc.queue_url, sink, replace(FAST, visibility_timeout=2))
+    run = asyncio.create_task(obs.run())
+    try:
+        await asyncio.sleep(12)
+        # Only the untagged task's 8 changes are done (filtered); the 24 others are held, visibility extended.
+        assert (obs.stats.forwarded, obs.stats.deleted) == (0, 8)
+        assert await depth(aws, sc.dlq_url) == (0, 0)
+        assert await depth(aws, sc.queue_url) == (0, 24)
+        await asyncio.to_thread(own_prefect.start)
+        for _ in range(120):
+            await asyncio.sleep(0.5)
+            if await depth(aws, sc.queue_url) == (0, 0):
+                break
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    await delivered(aws, own_prefect, sc)
+
+
+async def test_errors_throttling_and_hangs_are_retried_with_backoff(
+    aws: AwsClients, prefect: PrefectServer, prefect_proxy: FaultProxy
+) -> None:
+    sc = await scenario(aws)
+    prefect_proxy.inject(EVENTS, status(500), status(503), status(429, **{"Retry-After": "1"}), hang(3.0))
+    sink = PrefectApiSink(f"{prefect_proxy.url}/api", backoff=Backoff(0.2, 2.0), timeout=1.0)
+    # One batch for all events (long linger), so the attempts below are the retries of one request.
+    obs = await observer(aws, sc.queue_url, sink, replace(FAST, linger=2.0, batch_size=1000, reorder_window=0.5))
+    await run_until(obs, lambda: obs.stats.deleted >= sc.expected + 8)
+    await sink.aclose()
+    await delivered(aws, prefect, sc)
+
+    outcomes = prefect_proxy.outcomes(EVENTS)
+    assert outcomes[:5] == ["status", "status", "status", "hang", "pass"]
+    assert len(outcomes) <= 5 + 3  # bounded: the faults, then one success per batch
+    waits = gaps(prefect_proxy.times(EVENTS)[:5])
+    assert waits[0] >= 0.2  # backoff after the 500
+    assert waits[1] >= 0.4  # doubled after the 503
+    assert waits[2] >= 1.0  # Retry-After: 1 honoured after the 429
+    assert waits[3] >= 1.0 + 0.8  # the 1-s client timeout, then the next backoff
+
+
+async def test_refused_credentials_keep_everything_until_fixed(
+    aws: AwsClients, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = PrefectServer(tmp_path / "prefect", auth_string="admin:right")
+    await asyncio.to_thread(server.start)
+    try:
+        sc = await scenario(aws, visibility=2, max_receive=2)
+        wrong = PrefectApiSink(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
+        obs = await observer(aws, sc.queue_url, wrong, replace(FAST, visibility_timeout=2))
+        with caplog.at_level(logging.INFO, logger="ecs_observer"):
+            await run_until(obs, lambda: False, within=6)
+        await wrong.aclose()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert "refuses our credentials (HTTP 401)" in errors[0]
+        assert "PREFECT_API_AUTH_STRING" in errors[0]
+        assert "right" not in caplog.text
+        assert "wrong" not in caplog.text
+        assert (obs.stats.forwarded, obs.stats.deleted) == (0, 8)  # only the untagged task's, filtered
+        assert await depth(aws, sc.dlq_url) == (0, 0)
+
+        # Restarted with the right credentials: everything arrives.
+        right = PrefectApiSink(server.api_url, auth_string="admin:right")
+        again = await observer(aws, sc.queue_url, right)
+        await run_until(again, lambda: again.stats.deleted >= sc.expected)
+        await right.aclose()
+        await delivered(aws, server, sc)
+    finally:
+        await asyncio.to_thread(server.stop)
