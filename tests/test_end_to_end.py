@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -181,32 +180,6 @@ async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: Pre
     assert await depth(aws, queue_url) == (0, 0)
     assert obs.stats.describe_calls == calls_after_first <= 2
     assert obs.stats.tag_cache_hits >= 20
-
-
-async def test_task_ecs_no_longer_knows_uses_the_worker_environment(aws: AwsClients, prefect: PrefectServer) -> None:
-    from ecs_observer._samples import state_change
-
-    queue_url, _ = await make_queue(aws)
-    run_id = "5b0d4bc8-04a1-4c6e-9d3f-6a1f0b9f7e21"
-    gone = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000abc"
-    unknown = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000def"
-    now = datetime.now(UTC)
-    with_env = state_change(gone, "STOPPED", 9, now, flow_run_id=run_id)
-    without_env = state_change(unknown, "STOPPED", 9, now)
-    await send(aws, queue_url, [json.dumps(with_env), json.dumps(without_env)])
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
-    stats = await drain(aws, queue_url, sink, reorder_window=0.1)
-    await sink.aclose()
-    assert stats.forwarded >= 1
-    assert stats.filtered >= 1
-    assert stats.received == stats.forwarded + stats.filtered
-    (stored,) = prefect.wait_for_events(
-        ["prefect.ecs.task.00000000000000000000000000000abc", "prefect.ecs.task.00000000000000000000000000000def"],
-        count=1,
-    )
-    assert stored["id"] == with_env["id"]
-    assert stored["related"][0]["prefect.resource.id"] == f"prefect.flow-run.{run_id}"
-    assert await depth(aws, queue_url) == (0, 0)
 
 
 async def test_ignored_messages_are_deleted(aws: AwsClients, prefect: PrefectServer) -> None:
