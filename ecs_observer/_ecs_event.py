@@ -148,7 +148,8 @@ def decode(body: str | bytes) -> Decoded:
     if len(body) > _MAX_BODY:
         return Rejected(f"body of {len(body)} bytes is larger than any EventBridge event")
     try:
-        raw = json.loads(body)
+        # Bytes are UTF-8 or nothing: json.loads would guess UTF-16 or UTF-32 from their first bytes.
+        raw = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
     except UnicodeDecodeError:
         return Rejected("body is not valid UTF-8")
     except RecursionError:
