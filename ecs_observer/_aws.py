@@ -90,11 +90,11 @@ class AwsClients:
 
 class SqsQueue:
     def __init__(self, client: SQSClient, queue_url: str) -> None:
-        self._client = client
+        self.client = client
         self.url = queue_url
 
     async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]:
-        answer = await self._client.receive_message(
+        answer = await self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
@@ -112,20 +112,20 @@ class SqsQueue:
         ]
 
     async def waiting(self) -> int:
-        answer = await self._client.get_queue_attributes(
+        answer = await self.client.get_queue_attributes(
             QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"]
         )
         return int(answer.get("Attributes", {}).get("ApproximateNumberOfMessages", "0"))
 
     async def delete(self, messages: Sequence[Message]) -> dict[str, str]:
-        answer = await self._client.delete_message_batch(
+        answer = await self.client.delete_message_batch(
             QueueUrl=self.url,
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)],
         )
         return _failures(messages, answer.get("Failed", []))
 
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]:
-        answer = await self._client.change_message_visibility_batch(
+        answer = await self.client.change_message_visibility_batch(
             QueueUrl=self.url,
             Entries=[
                 {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": visibility}

@@ -12,6 +12,7 @@ import httpx
 from botocore.exceptions import ClientError
 
 from ._aws import AwsClients, EcsDescriber, SqsQueue
+from ._dlq import find_dead_letter_queue, format_entries
 from ._health import HealthServer
 from ._observer import Observer, ObserverConfig
 from ._prefect_api import PrefectApiSink, auth_headers
@@ -19,7 +20,7 @@ from ._sequencer import MemoryChainStore
 from ._settings import Settings
 from ._stats import Stats
 
-__all__ = ["check", "observer_config", "prefect_sink", "run_service"]
+__all__ = ["check", "dead_letters", "observer_config", "prefect_sink", "run_service"]
 
 log = logging.getLogger("ecs_observer")
 
@@ -163,3 +164,17 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         await step("ecs:DescribeTasks allowed", describe)
         await step("Prefect API answers", prefect)
     return all(results)
+
+
+async def dead_letters(settings: Settings, action: str, limit: int, emit: Callable[[str], None], progress: bool) -> int:
+    """`dlq show` or `dlq redrive` for the configured queue's dead-letter queue."""
+    settings.require_queue()
+    async with AwsClients() as clients:
+        queue = await _queue(clients, settings)
+        dlq = await find_dead_letter_queue(queue.client, queue.url)
+        if action == "show":
+            format_entries(await dlq.show(limit), emit)
+        else:
+            moved = await dlq.redrive(progress)
+            emit(f"moved {moved} message(s) from {dlq.url} back to {queue.url}")
+    return 0

@@ -61,11 +61,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="port of /healthz [ECS_OBSERVER_HEALTH_PORT, default 9090]",
     )
+    dlq = commands.add_parser("dlq", help="show or redrive the queue's dead-letter queue")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_show = dlq_commands.add_parser("show", help="list dead letters with the reason the observer rejects each")
+    dlq_show.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
+    _add_settings_flags(dlq_show)
+    dlq_redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the source queue")
+    _add_settings_flags(dlq_redrive)
     demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
     demo.add_argument(
         "--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)"
     )
-    for sub in (run, check, tr, health, demo):
+    for sub in (run, check, tr, health, dlq_show, dlq_redrive, demo):
         sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
         sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
     return parser
@@ -83,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _translate(args)
     if args.command == "healthcheck":
         return _healthcheck(settings.health_port)
-    # The demo prints events on stdout, so its logs go to stderr as text unless asked otherwise.
-    log_format = args.log_format or ("text" if args.command == "demo" else settings.log_format)
+    # Only the service logs JSON on stdout (for CloudWatch); the other commands keep stdout for their
+    # output (events, check lines, dead letters) and log as text on stderr unless asked otherwise.
+    log_format = args.log_format or (settings.log_format if args.command == "run" else "text")
     configure_logging(log_format, settings.log_level)
     try:
         if args.command == "run":
@@ -96,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._service import check
 
             return 0 if asyncio.run(check(settings, print)) else 1
+        if args.command == "dlq":
+            from ._service import dead_letters
+
+            limit = getattr(args, "limit", 0)
+            return asyncio.run(dead_letters(settings, args.dlq_command, limit, print, sys.stderr.isatty()))
         from ._demo import run_demo
 
         return asyncio.run(run_demo(settings))
