@@ -41,6 +41,10 @@ class _StatsCollector(Collector):
         for field, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(f"ecs_observer_{name}", doc, value=counts[field])
         yield GaugeMetricFamily("ecs_observer_in_flight_messages", "Messages held in flight", value=counts["in_flight"])
+        sqs = CounterMetricFamily("ecs_observer_sqs_calls", "SQS API calls by API", labels=["api"])
+        for api, n in sorted(self._stats.sqs_calls.items()):
+            sqs.add_metric([api], n)
+        yield sqs
         retries = CounterMetricFamily("ecs_observer_retries", "Retried calls by cause", labels=["cause"])
         for cause, n in sorted(self._stats.retries.items()):
             retries.add_metric([cause], n)

@@ -71,6 +71,7 @@ class Leases:
         try:
             async for attempt in self._backoff.attempts(Exception, limit=5):
                 with attempt:
+                    self._stats.sqs_calls["DeleteMessageBatch"] += 1
                     try:
                         failed = await self._queue.delete(batch)
                     except Exception:
@@ -120,6 +121,7 @@ class Leases:
         now = asyncio.get_running_loop().time()
         for start in range(0, len(messages), SQS_BATCH):
             batch = messages[start : start + SQS_BATCH]
+            self._stats.sqs_calls["ChangeMessageVisibilityBatch"] += 1
             try:
                 failed = await self._queue.change_visibility(batch, visibility)
                 self._stats.sqs_succeeded()

@@ -182,6 +182,7 @@ class Observer:
     async def _receive(self) -> list[Message]:
         async for attempt in self._config.backoff.attempts(Exception):
             with attempt:
+                self.stats.sqs_calls["ReceiveMessage"] += 1
                 try:
                     messages = await self._queue.receive(
                         SQS_BATCH, self._config.wait_time_seconds, self._config.visibility_timeout

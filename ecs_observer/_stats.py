@@ -38,6 +38,7 @@ class Stats:
     describe_calls: int = 0
     tag_cache_hits: int = 0
     in_flight: int = 0
+    sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
     forward_latency: Histogram = field(default_factory=_latency)
