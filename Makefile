@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: demo test lint lint-infra typecheck pytest clean
+.PHONY: demo test lint lint-infra typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint lint-infra typecheck pytest
+
+# The four benchmarks; each prints its figures and the command that reproduces them (docs/performance.md).
+bench: $(STAMP)
+	$(BIN)/python bench/cpu_per_message.py
+	$(BIN)/python bench/memory_at_scale.py
+	$(BIN)/python bench/backlog_drain.py
+	$(BIN)/python bench/steady_stream.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -127,7 +127,9 @@ def _add_name(entry: dict[str, str], raw: str | None) -> None:
     """Tag values are untrusted: drop control characters and keep names bounded."""
     if raw is None:
         return
-    name = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C").strip()[:_MAX_LABEL]
+    # Printable names (nearly all) hold no control or format characters: skip the per-character filter.
+    clean = raw if raw.isprintable() else "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C")
+    name = clean.strip()[:_MAX_LABEL]
     if name:
         entry["prefect.resource.name"] = name
 
