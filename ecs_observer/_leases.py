@@ -37,6 +37,7 @@ class Leases:
         self._stats = stats
         self._visibility = visibility_timeout
         self._linger = delete_linger
+        self._backlog = False  # set while receives come back full: more deletes are on their way
         self._backoff = backoff
         self._deadlines: dict[str, tuple[Message, float]] = {}  # message id -> (message, visible again at)
         self._to_delete: list[Message] = []
@@ -55,7 +56,15 @@ class Leases:
         if len(self._to_delete) >= SQS_BATCH:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
+            # In a backlog, wait longer for a full batch of 10: one DeleteMessageBatch per 10 messages.
+            linger = 10 * self._linger if self._backlog else self._linger
+            self._timer = asyncio.get_running_loop().call_later(linger, self._flush)
+
+    def intake(self, full: bool) -> None:
+        """Told after each receive: a short one means the backlog is drained, so pending deletes go now."""
+        was, self._backlog = self._backlog, full
+        if was and not full and self._to_delete:
+            self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:

@@ -170,6 +170,9 @@ class Observer:
                 await self._leases.hand_back(messages)
                 return
             self._note_idle(not messages)
+            full = len(messages) == SQS_BATCH
+            self._tags.intake(full)
+            self._leases.intake(full)
             self._dispatch(messages)
 
     def _note_idle(self, empty: bool) -> None:

@@ -76,6 +76,7 @@ class TagLookup:
         self._stats = stats
         self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
         self._linger = linger
+        self._backlog = False  # set while receives come back full: more tasks are on their way
         self._backoff = backoff
         self._pending: dict[tuple[str, str | None], _Pending] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
@@ -100,14 +101,29 @@ class TagLookup:
         if len(pending.futures) >= MAX_TASKS_PER_CALL:
             self._flush(key)
             return future
-        # Debounce: while new tasks keep coming (a backlog), wait for more, up to 10 lingers in all.
         now = loop.time()
         if pending.timer is None:
             pending.first = now
         else:
             pending.timer.cancel()
-        pending.timer = loop.call_at(min(now + self._linger, pending.first + 10 * self._linger), self._flush, key)
+        pending.timer = loop.call_at(self._due(pending, now), self._flush, key)
         return future
+
+    def _due(self, pending: _Pending, now: float) -> float:
+        """When a partial group goes: in a backlog, when 10 lingers have passed (unless 100 tasks came
+        first); in a trickle, once no new task has joined for a linger (debounce), within the same cap."""
+        cap = pending.first + 10 * self._linger
+        return cap if self._backlog else min(now + self._linger, cap)
+
+    def intake(self, full: bool) -> None:
+        """Told after each receive: a full one means a backlog, a short one that the intake has caught up."""
+        was, self._backlog = self._backlog, full
+        if was and not full:
+            loop = asyncio.get_running_loop()
+            for key, pending in self._pending.items():
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                pending.timer = loop.call_at(self._due(pending, loop.time()), self._flush, key)
 
     def _flush(self, key: tuple[str, str | None]) -> None:
         pending = self._pending.pop(key, None)

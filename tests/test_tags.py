@@ -91,3 +91,29 @@ async def test_cache_is_bounded(aws: AwsClients) -> None:
         await lookup.tags_for(first_change(task))
     await lookup.tags_for(first_change(tasks[0]))  # evicted long ago: described again
     assert len(describer.batches) == 31
+
+
+async def test_in_a_backlog_slow_receives_still_share_one_call(aws: AwsClients) -> None:
+    tasks = await start_tasks(aws, 30, cluster="backlog")
+    describer = Throttled(EcsDescriber(aws), failures=0)
+    lookup = TagLookup(describer, Stats(), linger=0.1)
+    lookup.intake(full=True)  # receives come back full: a backlog
+    waiting = []
+    for task in tasks:  # slower than the linger, as receives from a loaded SQS are
+        waiting.append(asyncio.ensure_future(lookup.tags_for(first_change(task))))
+        await asyncio.sleep(0.02)
+    assert describer.batches == []  # 0.6 s in, more than the 0.1-s linger: still gathering
+    lookup.intake(full=False)  # a short receive: the backlog is drained
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=1)
+    assert describer.batches == [30]
+
+
+async def test_in_a_trickle_lookups_go_after_one_linger(aws: AwsClients) -> None:
+    (task,) = await start_tasks(aws, 1, cluster="trickle")
+    describer = Throttled(EcsDescriber(aws), failures=0)
+    lookup = TagLookup(describer, Stats(), linger=0.1)
+    lookup.intake(full=False)
+    started = asyncio.get_running_loop().time()
+    await lookup.tags_for(first_change(task))
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert describer.batches == [1]
