@@ -60,6 +60,11 @@ class Leases:
             linger = 10 * self._linger if self._backlog else self._linger
             self._timer = asyncio.get_running_loop().call_later(linger, self._flush)
 
+    def flush_soon(self) -> None:
+        """Send the waiting deletes now: no more can come (the in-flight bound is reached)."""
+        if self._to_delete:
+            self._flush()
+
     def intake(self, full: bool) -> None:
         """Told after each receive: a short one means the backlog is drained, so pending deletes go now."""
         was, self._backlog = self._backlog, full

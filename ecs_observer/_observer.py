@@ -199,6 +199,10 @@ class Observer:
         raise AssertionError("unreachable: retries are unbounded")
 
     async def _wait_for_room(self) -> None:
+        if self.stats.in_flight + self._reserved + SQS_BATCH > self._config.max_in_flight:
+            # Nothing more comes in until something finishes: waiting batches gain nothing by waiting.
+            self._tags.flush_all()
+            self._leases.flush_soon()
         while (
             self.stats.in_flight + self._reserved + SQS_BATCH > self._config.max_in_flight and not self._stop.is_set()
         ):

@@ -2,8 +2,9 @@
 
 The events carry no tags. `DescribeTasks` takes up to 100 tasks of one cluster
 and is throttled account-wide, so lookups from all messages in flight are
-gathered per (region, cluster) until 100 are waiting or no new task has come for
-a short linger, and sent together; the
+gathered per (region, cluster) and sent together: at 100 tasks, in a trickle once
+no new task has come for a short linger, in a backlog once the intake catches up
+or the in-flight bound is reached; the
 answer, "these tags" or "none", is cached for the task's whole life (its tags
 can be gone once it has stopped). An error is never taken for "no tags": the
 call is retried with backoff while the messages wait.
@@ -110,10 +111,17 @@ class TagLookup:
         return future
 
     def _due(self, pending: _Pending, now: float) -> float:
-        """When a partial group goes: in a backlog, when 10 lingers have passed (unless 100 tasks came
-        first); in a trickle, once no new task has joined for a linger (debounce), within the same cap."""
-        cap = pending.first + 10 * self._linger
-        return cap if self._backlog else min(now + self._linger, cap)
+        """When a partial group goes. In a trickle: once no new task has joined for a linger (debounce),
+        within 10 lingers. In a backlog: after 50 lingers, unless 100 tasks, a short receive or a full
+        in-flight bound (`flush_all`) come first; its messages have waited in the queue anyway."""
+        if self._backlog:
+            return pending.first + 50 * self._linger
+        return min(now + self._linger, pending.first + 10 * self._linger)
+
+    def flush_all(self) -> None:
+        """Send every partial group now: no more tasks can come (the in-flight bound is reached)."""
+        for key in list(self._pending):
+            self._flush(key)
 
     def intake(self, full: bool) -> None:
         """Told after each receive: a full one means a backlog, a short one that the intake has caught up."""
