@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from ._aws import AwsClients, EcsDescriber, SqsQueue
 from ._observer import Observer, ObserverConfig
 from ._prefect_api import ConsoleSink, EventSink
 from ._samples import FARGATE_LIFECYCLE, lifecycle
-from ._sandbox import deploy_events_stack, put_events, start_cluster
+from ._sandbox import deploy_events_stack, free_port, put_events, start_cluster
 from ._sequencer import MemoryChainStore
 from ._service import prefect_sink
 from ._settings import Settings
@@ -36,13 +35,6 @@ __all__ = ["run_demo"]
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> int:
     try:
         from moto.server import ThreadedMotoServer
@@ -50,7 +42,7 @@ async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> in
         print("ecs-observer demo needs moto: pip install 'ecs-observer[demo]'", file=sys.stderr)
         return 2
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

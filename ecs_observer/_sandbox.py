@@ -8,6 +8,7 @@ decides what reaches the queue.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef
     from types_aiobotocore_events.client import EventBridgeClient
 
-__all__ = ["Cluster", "deploy_events_stack", "put_events", "start_cluster"]
+__all__ = ["Cluster", "deploy_events_stack", "free_port", "put_events", "start_cluster"]
+
+
+def free_port() -> int:
+    """A free port on loopback, for moto or a Prefect server started in the background."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)

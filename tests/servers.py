@@ -14,14 +14,9 @@ from typing import Any
 
 import httpx
 
+from ecs_observer._sandbox import free_port
+
 __all__ = ["PrefectServer", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrefectServer:
