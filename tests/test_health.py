@@ -74,10 +74,14 @@ async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
         await server.start()
         run = asyncio.create_task(obs.run())
         try:
-            await asyncio.sleep(3)
+            # botocore's own retries of a refused connection come first: poll, don't guess a sleep.
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-                health = await http.get("/healthz")
-                metrics = (await http.get("/metrics")).text
+                for _ in range(100):
+                    await asyncio.sleep(0.2)
+                    health = await http.get("/healthz")
+                    metrics = (await http.get("/metrics")).text
+                    if health.status_code == 503 and 'cause="receive"' in metrics:
+                        break
             exit_code = await healthcheck(server.port)
         finally:
             obs.stop()
