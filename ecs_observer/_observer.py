@@ -25,7 +25,7 @@ from ._prefect_api import EventSink
 from ._sequencer import ChainStore, Sequencer
 from ._stats import Stats
 from ._tags import TagLookup, TaskDescriber
-from ._translate import NotPrefects, flow_run_id, translate
+from ._translate import build_event, flow_run_id
 
 __all__ = ["Observer", "ObserverConfig"]
 
@@ -246,7 +246,8 @@ class Observer:
     async def _observe(self, message: Message, change: TaskStateChange) -> None:
         tags = await self._tags.tags_for(change)
         # The sequencer only sees Prefect's tasks; a check before it keeps others out of its memory.
-        if flow_run_id(change, tags.tags) is None:
+        run_id = flow_run_id(change, tags.tags)
+        if run_id is None:
             self.stats.filtered += 1
             log.debug(
                 "task %s is not Prefect's%s", change.task_arn, "" if tags.described else " (ECS no longer knows it)"
@@ -254,8 +255,7 @@ class Observer:
             self._leases.ack(message)
             return
         follows = await self._sequencer.follows(change)
-        event = translate(change, tags.tags, follows)
-        assert not isinstance(event, NotPrefects)
+        event = build_event(change, tags.tags, run_id, follows)
         if event.warnings and change.task_arn not in self._warned_tasks:
             self._warned_tasks[change.task_arn] = True
             for warning in event.warnings:

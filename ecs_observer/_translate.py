@@ -16,7 +16,7 @@ from uuid import UUID
 
 from ._ecs_event import TaskStateChange, parse_uuid
 
-__all__ = ["NotPrefects", "PrefectEvent", "Translation", "flow_run_id", "translate"]
+__all__ = ["NotPrefects", "PrefectEvent", "Translation", "build_event", "flow_run_id", "translate"]
 
 FLOW_RUN_ID_TAG = "prefect.io/flow-run-id"
 # (resource kind, role, id tag, name tag) of the related resources the documentation lists.
@@ -77,6 +77,11 @@ def translate(change: TaskStateChange, tags: Mapping[str, str], follows: UUID | 
     run_id = flow_run_id(change, tags)
     if run_id is None:
         return NotPrefects("no prefect.io/flow-run-id tag holding a UUID")
+    return build_event(change, tags, run_id, follows)
+
+
+def build_event(change: TaskStateChange, tags: Mapping[str, str], run_id: UUID, follows: UUID | None) -> PrefectEvent:
+    """The event of a task already known to be Prefect's (the observer has checked `flow_run_id`)."""
     resource = {
         "prefect.resource.id": f"prefect.ecs.task.{change.task_id}",
         "ecs.taskArn": change.task_arn,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import httpx
 
 from ecs_observer._aws import AwsClients
 from ecs_observer._health import HealthServer
+from ecs_observer._observer import Observer
 from ecs_observer._prefect_api import PrefectApiSink
 
 from .servers import PrefectServer, free_port
@@ -28,6 +31,21 @@ async def healthcheck(port: int) -> int:
     return await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def observing(obs: Observer, sink: PrefectApiSink) -> AsyncIterator[HealthServer]:
+    """The observer running with its health server on a free port; stopped, drained and closed after."""
+    server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
+    await server.start()
+    run = asyncio.create_task(obs.run())
+    try:
+        yield server
+    finally:
+        obs.stop()
+        await run
+        await server.stop()
+        await sink.aclose()
+
+
 async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsClients, prefect: PrefectServer) -> None:
     queue_url, _ = await make_queue(aws)
     (task,) = await start_tasks(aws, 1)
@@ -35,10 +53,7 @@ async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsC
     await send(aws, queue_url, [json.dumps(e) for e in task.events + other.events])
     sink = PrefectApiSink(prefect.api_url)
     obs = await observer(aws, queue_url, sink)
-    server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
-    await server.start()
-    run = asyncio.create_task(obs.run())
-    try:
+    async with observing(obs, sink) as server:
         for _ in range(100):
             await asyncio.sleep(0.2)
             if await depth(aws, queue_url) == (0, 0) and obs.stats.in_flight == 0:
@@ -47,11 +62,6 @@ async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsC
             health = await http.get("/healthz")
             metrics = (await http.get("/metrics")).text
         assert await healthcheck(server.port) == 0
-    finally:
-        obs.stop()
-        await run
-        await server.stop()
-        await sink.aclose()
     assert health.status_code == 200
     assert health.json()["ok"] is True
     lines = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
@@ -70,10 +80,7 @@ async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
         sink = PrefectApiSink(f"http://127.0.0.1:{free_port()}/api")
         config = replace(FAST, sqs_silence_limit=1.0)
         obs = await observer(unreachable, f"{dead}/123456789012/nowhere", sink, config)
-        server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
-        await server.start()
-        run = asyncio.create_task(obs.run())
-        try:
+        async with observing(obs, sink) as server:
             # botocore's own retries of a refused connection come first: poll, don't guess a sleep.
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
                 for _ in range(100):
@@ -83,11 +90,6 @@ async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
                     if health.status_code == 503 and 'cause="receive"' in metrics:
                         break
             exit_code = await healthcheck(server.port)
-        finally:
-            obs.stop()
-            await run
-            await server.stop()
-            await sink.aclose()
     assert health.status_code == 503
     assert "no successful SQS call" in health.json()["reason"]
     assert exit_code == 1
