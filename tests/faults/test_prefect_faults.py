@@ -82,11 +82,14 @@ async def test_refused_credentials_keep_everything_until_fixed(
     server = PrefectServer(tmp_path / "prefect", auth_string="admin:right")
     await asyncio.to_thread(server.start)
     try:
-        sc = await scenario(aws, visibility=2, max_receive=2)
+        # Without visibility extension each message would be received every 2 s, 4 times in 8 s, and the
+        # 4th receive would move it to the dead-letter queue. The margin of one receive absorbs moto
+        # handing a message out twice under concurrent receives, which real SQS does as well.
+        sc = await scenario(aws, visibility=2, max_receive=3)
         wrong = PrefectApiSink(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
         obs = await observer(aws, sc.queue_url, wrong, replace(FAST, visibility_timeout=2))
         with caplog.at_level(logging.INFO, logger="ecs_observer"):
-            await run_until(obs, lambda: False, within=6)
+            await run_until(obs, lambda: False, within=8)
         await wrong.aclose()
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
