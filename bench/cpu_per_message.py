@@ -22,9 +22,10 @@ from typing import Any
 
 from ecs_observer._ecs_event import TaskStateChange, decode
 from ecs_observer._samples import FARGATE_LIFECYCLE, state_change
-from ecs_observer._sequencer import MemoryChainStore, Sequencer
+from ecs_observer._sequencer import Sequencer
 from ecs_observer._stats import Stats
 from ecs_observer._tags import TagLookup
+from ecs_observer._task_state import MemoryTaskState
 from ecs_observer._translate import PrefectEvent, translate
 
 SIZES = {"1 KB": 1024, "4 KB": 4096, "64 KB": 65536}
@@ -91,7 +92,7 @@ def messages(count: int, size: int) -> tuple[list[str], dict[str, dict[str, str]
 async def observer_path(bodies: list[str], tags: dict[str, dict[str, str]]) -> float:
     """Seconds of CPU for the whole per-message path over all bodies (tags already cached, as in steady state)."""
     lookup = TagLookup(InMemoryEcs(tags), Stats(), linger=0)
-    sequencer = Sequencer(MemoryChainStore(1_000_000), reorder_window=0)
+    sequencer = Sequencer(MemoryTaskState(1_000_000), reorder_window=0)
     for arn in tags:  # warm the tag cache: the steady state, where DescribeTasks is rare
         await lookup.tags_for(_change_for(arn))
     started = time.process_time()

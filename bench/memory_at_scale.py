@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ecs_observer._ecs_event import TaskStateChange
-from ecs_observer._sequencer import MemoryChainStore, Sequencer
+from ecs_observer._sequencer import Sequencer
 from ecs_observer._stats import Stats
 from ecs_observer._tags import TagLookup
+from ecs_observer._task_state import MemoryTaskState
 from ecs_observer._translate import translate
 
 CHECKPOINTS = (10_000, 100_000, 500_000, 1_000_000)
@@ -53,7 +54,7 @@ def rss_mb() -> float:
 
 async def run(tasks: int, cache_size: int) -> None:
     lookup = TagLookup(InMemoryEcs(), Stats(), cache_size=cache_size, linger=0)
-    sequencer = Sequencer(MemoryChainStore(cache_size), reorder_window=0)
+    sequencer = Sequencer(MemoryTaskState(cache_size), reorder_window=0)
     now = datetime.now(UTC)
     rows = []
     began = time.monotonic()

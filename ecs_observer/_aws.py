@@ -1,7 +1,7 @@
 """The AWS adapters: an SQS queue and ECS `DescribeTasks`, behind small interfaces.
 
 Endpoints and credentials come from the standard AWS configuration
-(`AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_ECS`, profiles, task roles), which
+(`AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_ECS`, `AWS_ENDPOINT_URL_DYNAMODB`, profiles, task roles), which
 botocore honours; nothing here needs to know whether it talks to AWS or moto.
 """
 
@@ -17,6 +17,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 
 if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_ecs.client import ECSClient
     from types_aiobotocore_sqs.client import SQSClient
 
@@ -78,6 +79,15 @@ class AwsClients:
         opened: ECSClient = await self._open(
             ("ecs", region),
             lambda: self._session.client("ecs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
+        )
+        return opened
+
+    async def dynamodb(self, region: str | None) -> DynamoDBClient:
+        opened: DynamoDBClient = await self._open(
+            ("dynamodb", region),
+            lambda: self._session.client(
+                "dynamodb", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG
+            ),
         )
         return opened
 

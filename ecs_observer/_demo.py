@@ -23,9 +23,9 @@ from ._observer import Observer, ObserverConfig
 from ._prefect_api import ConsoleSink, EventSink
 from ._samples import FARGATE_LIFECYCLE, lifecycle
 from ._sandbox import deploy_events_stack, free_port, put_events, start_cluster
-from ._sequencer import MemoryChainStore
 from ._service import prefect_sink
 from ._settings import Settings
+from ._task_state import MemoryTaskState
 
 if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef
@@ -55,7 +55,7 @@ async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> in
                 prefect_sink(settings, settings.prefect_api_url) if settings.prefect_api_url else ConsoleSink()
             )
             config = ObserverConfig(receivers=2, wait_time_seconds=1, visibility_timeout=30, reorder_window=2.0)
-            observer = Observer(queue, EcsDescriber(clients), MemoryChainStore(1000), sink, config)
+            observer = Observer(queue, EcsDescriber(clients), MemoryTaskState(1000), sink, config)
             try:
                 await observer.run(until_idle=2)
             finally:

@@ -28,7 +28,9 @@ _COUNTERS = {
     "invalid_events": ("events_invalid", "Events the Prefect API refused as invalid"),
     "deleted": ("messages_deleted", "Messages deleted from the queue"),
     "describe_calls": ("describe_tasks_calls", "ECS DescribeTasks calls"),
+    "described_tasks": ("described_tasks", "Tasks named in ECS DescribeTasks calls"),
     "tag_cache_hits": ("tag_cache_hits", "Tag lookups answered from the cache"),
+    "shared_tag_hits": ("shared_tag_hits", "Tag lookups answered by the shared task state (another replica)"),
 }
 
 
@@ -55,6 +57,18 @@ class _StatsCollector(Collector):
         for status, n in sorted(self._stats.sink_errors.items()):
             errors.add_metric([status], n)
         yield errors
+        dynamodb = CounterMetricFamily(
+            "ecs_observer_dynamodb_calls", "DynamoDB calls for the shared task state, by API", labels=["api"]
+        )
+        for api, n in sorted(self._stats.dynamodb_calls.items()):
+            dynamodb.add_metric([api], n)
+        yield dynamodb
+        units = CounterMetricFamily(
+            "ecs_observer_dynamodb_capacity_units", "DynamoDB capacity units consumed", labels=["kind"]
+        )
+        for kind, amount in sorted(self._stats.dynamodb_units.items()):
+            units.add_metric([kind], amount)
+        yield units
         yield from self._stats.forward_latency.collect()
 
 

@@ -1,8 +1,8 @@
 """The pipeline: receive, decode, look up tags, sequence, translate, forward, acknowledge.
 
 This is the only module that wires the parts; each I/O part sits behind an
-interface (MessageQueue, TaskDescriber, ChainStore, EventSink), so tests run it
-against moto, a real Prefect server, or a sink that fails on purpose.
+interface (MessageQueue, TaskDescriber, TaskStateStore, EventSink), so tests run
+it against moto, a real Prefect server, or a sink that fails on purpose.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +23,10 @@ from ._ecs_event import Decoded, Ignored, Rejected, TaskStateChange, decode
 from ._forwarder import Forwarder
 from ._leases import SQS_BATCH, Leases
 from ._prefect_api import EventSink
-from ._sequencer import ChainStore, Sequencer
+from ._sequencer import Sequencer
 from ._stats import Stats
 from ._tags import TagLookup, TaskDescriber
+from ._task_state import TaskRecord, TaskStateStore
 from ._translate import build_event, flow_run_id
 
 __all__ = ["Observer", "ObserverConfig"]
@@ -45,6 +47,7 @@ class ObserverConfig:
     reorder_window: float = 2.0
     cache_size: int = 100_000
     drain_timeout: float = 25.0
+    describe_claim: float = 30.0  # with shared state: how long other replicas wait for a claimant's tags
     summary_interval: float = 60.0
     sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
     backoff: Backoff = field(default_factory=Backoff)
@@ -55,7 +58,7 @@ class Observer:
         self,
         queue: MessageQueue,
         describer: TaskDescriber,
-        store: ChainStore,
+        store: TaskStateStore,
         sink: EventSink,
         config: ObserverConfig,
         stats: Stats | None = None,
@@ -70,7 +73,11 @@ class Observer:
             cache_size=config.cache_size,
             linger=config.describe_linger,
             backoff=config.backoff,
+            store=store,
+            claim_seconds=config.describe_claim,
         )
+        self._store = store
+        self._loads: set[asyncio.Task[Mapping[str, TaskRecord]]] = set()
         self._sequencer = Sequencer(store, config.reorder_window)
         self._forwarder = Forwarder(
             sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
@@ -153,6 +160,9 @@ class Observer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for load in self._loads:
+            load.cancel()
+        await asyncio.gather(*self._loads, return_exceptions=True)
         await self._tags.close()
         await self._forwarder.close()
         await self._leases.flush()
@@ -213,20 +223,38 @@ class Observer:
         decoded = [(message, decode(message.body)) for message in messages]
         # Lower versions of a task first, so that a batch needs no reorder wait.
         decoded.sort(key=lambda pair: _order(pair[1]))
+        records = self._load_state([outcome for _, outcome in decoded if isinstance(outcome, TaskStateChange)])
         for message, outcome in decoded:
             self.stats.received += 1
             self.stats.in_flight += 1
             self._leases.hold(message)
-            task = asyncio.create_task(self._handle(message, outcome))
+            task = asyncio.create_task(self._handle(message, outcome, records))
             self._handlers.add(task)
             task.add_done_callback(self._finished)
+
+    def _load_state(self, changes: list[TaskStateChange]) -> asyncio.Task[Mapping[str, TaskRecord]] | None:
+        """One read of the task state for the whole receive batch. Tasks known here not to be
+        Prefect's are left out: most tasks in an account are not, and their answer never changes."""
+        wanted = {change.task_arn for change in changes if self._may_be_prefects(change)}
+        if not wanted:
+            return None
+        load = asyncio.create_task(self._store.load(wanted))
+        self._loads.add(load)
+        load.add_done_callback(self._loads.discard)
+        return load
+
+    def _may_be_prefects(self, change: TaskStateChange) -> bool:
+        known = self._tags.cached(change.task_arn)
+        return known is None or flow_run_id(change, known.tags) is not None
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
         self.stats.in_flight -= 1
         self._room.set()
 
-    async def _handle(self, message: Message, outcome: Decoded) -> None:
+    async def _handle(
+        self, message: Message, outcome: Decoded, records: asyncio.Task[Mapping[str, TaskRecord]] | None
+    ) -> None:
         try:
             if isinstance(outcome, Ignored):
                 self.stats.ignored += 1
@@ -235,7 +263,8 @@ class Observer:
             elif isinstance(outcome, Rejected):
                 self._reject(message, outcome.reason)
             else:
-                await self._observe(message, outcome)
+                record = (await asyncio.shield(records)).get(outcome.task_arn) if records is not None else None
+                await self._observe(message, outcome, record)
         except asyncio.CancelledError:
             # Shutdown: the message stays held, so that it is handed back to the queue at once.
             raise
@@ -243,8 +272,8 @@ class Observer:
             log.exception("message %s failed unexpectedly; it stays in the queue", message.message_id)
             self._leases.release(message)
 
-    async def _observe(self, message: Message, change: TaskStateChange) -> None:
-        tags = await self._tags.tags_for(change)
+    async def _observe(self, message: Message, change: TaskStateChange, record: TaskRecord | None) -> None:
+        tags = await self._tags.tags_for(change, record)
         # The sequencer only sees Prefect's tasks; a check before it keeps others out of its memory.
         run_id = flow_run_id(change, tags.tags)
         if run_id is None:
@@ -254,7 +283,7 @@ class Observer:
             )
             self._leases.ack(message)
             return
-        follows = await self._sequencer.follows(change)
+        follows = await self._sequencer.follows(change, record.links if record is not None else ())
         event = build_event(change, tags.tags, run_id, follows)
         if event.warnings and change.task_arn not in self._warned_tasks:
             self._warned_tasks[change.task_arn] = True

@@ -1,7 +1,9 @@
 """Decides each event's `follows`, holding back a state change whose predecessor may still be in flight.
 
-SQS does not keep order. A change whose version N-1 has not been seen waits up
-to the reorder window for it, so that an out-of-order arrival gets the same
+SQS does not keep order, and with several replicas the predecessor may be in
+another replica's hands. A change whose version N-1 has not been recorded waits
+up to the reorder window for it (woken by this replica's records, polling the
+store for other replicas'), so that an out-of-order arrival gets the same
 `follows` as an in-order one; a change whose predecessor is known goes at once.
 """
 
@@ -10,73 +12,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Protocol
 from uuid import UUID
 
-from cachetools import LRUCache
-
-from ._chain import Link, add_link, awaits_predecessor, choose_follows, known_link
+from ._chain import Link, awaits_predecessor, choose_follows, known_link
 from ._ecs_event import TaskStateChange
+from ._task_state import TaskStateStore, expires_after
 
-__all__ = ["ChainStore", "MemoryChainStore", "Sequencer"]
+__all__ = ["Sequencer"]
 
-
-class ChainStore(Protocol):
-    """Where the recent state changes of each task are kept (in memory, or shared by replicas)."""
-
-    async def history(self, task_arn: str) -> Sequence[Link]: ...
-
-    async def record(self, task_arn: str, link: Link) -> None: ...
-
-
-class MemoryChainStore:
-    """The single-replica store: bounded, least recently used tasks go first."""
-
-    def __init__(self, max_tasks: int) -> None:
-        self._tasks: LRUCache[str, tuple[Link, ...]] = LRUCache(maxsize=max_tasks)
-
-    async def history(self, task_arn: str) -> Sequence[Link]:
-        return self._tasks.get(task_arn, ())
-
-    async def record(self, task_arn: str, link: Link) -> None:
-        self._tasks[task_arn] = add_link(self._tasks.get(task_arn, ()), link)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
+# How often a waiting change looks for a predecessor recorded by another replica.
+POLL_INTERVAL = 0.25
 
 
 class Sequencer:
-    def __init__(self, store: ChainStore, reorder_window: float) -> None:
+    def __init__(self, store: TaskStateStore, reorder_window: float) -> None:
         self._store = store
         self._window = reorder_window
         # One condition per task with events in flight; removed when its last user leaves.
         self._tasks: dict[str, tuple[asyncio.Condition, list[int]]] = {}
 
-    async def follows(self, change: TaskStateChange) -> UUID | None:
-        """Decide and record the `follows` of this change; identical for a redelivered one."""
+    async def follows(self, change: TaskStateChange, history: Sequence[Link] | None = None) -> UUID | None:
+        """Decide and record the `follows` of this change; identical for a redelivered one.
+
+        `history` is the task's links as loaded with the change's receive batch (None: load it now).
+        """
         condition, users = self._tasks.setdefault(change.task_arn, (asyncio.Condition(), [0]))
         users[0] += 1
         try:
             async with condition:
-                return await self._decide(condition, change)
+                return await self._decide(condition, change, history)
         finally:
             users[0] -= 1
             if users[0] == 0:
                 del self._tasks[change.task_arn]
 
-    async def _decide(self, condition: asyncio.Condition, change: TaskStateChange) -> UUID | None:
+    async def _decide(
+        self, condition: asyncio.Condition, change: TaskStateChange, history: Sequence[Link] | None
+    ) -> UUID | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
+        fresh = history is None
+        if history is None:
+            history = await self._history(change.task_arn)
         while True:
-            history = await self._store.history(change.task_arn)
             if (seen := known_link(history, change.event_id)) is not None:
                 return seen.follows
             remaining = deadline - loop.time()
-            if remaining <= 0 or not awaits_predecessor(history, change.version):
+            if not awaits_predecessor(history, change.version) or (remaining <= 0 and fresh):
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(condition.wait(), remaining)
+            if fresh:  # a history loaded before the wait began may lack what was recorded since
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(condition.wait(), min(remaining, POLL_INTERVAL))
+            history, fresh = await self._history(change.task_arn), True
         follows = choose_follows(history, change.event_id, change.version, change.occurred)
-        await self._store.record(change.task_arn, Link(change.event_id, change.version, change.occurred, follows))
+        link = Link(change.event_id, change.version, change.occurred, follows)
+        kept = await self._store.record(change.task_arn, link, expires_after(change.last_status, change.occurred))
         condition.notify_all()
-        return follows
+        return kept.follows
+
+    async def _history(self, task_arn: str) -> Sequence[Link]:
+        record = (await self._store.load([task_arn])).get(task_arn)
+        return record.links if record is not None else ()

@@ -13,12 +13,13 @@ from botocore.exceptions import ClientError
 
 from ._aws import AwsClients, EcsDescriber, SqsQueue
 from ._dlq import find_dead_letter_queue, format_entries
+from ._dynamo_state import DynamoTaskState, check_table
 from ._health import HealthServer
 from ._observer import Observer, ObserverConfig
 from ._prefect_api import PrefectApiSink, auth_headers
-from ._sequencer import MemoryChainStore
 from ._settings import Settings
 from ._stats import Stats
+from ._task_state import MemoryTaskState, TaskStateStore
 
 __all__ = ["check", "dead_letters", "observer_config", "prefect_sink", "run_service"]
 
@@ -38,6 +39,7 @@ def observer_config(settings: Settings) -> ObserverConfig:
         reorder_window=settings.reorder_window,
         cache_size=settings.cache_size,
         drain_timeout=settings.drain_timeout,
+        describe_claim=settings.describe_claim,
     )
 
 
@@ -58,14 +60,25 @@ def prefect_sink(settings: Settings, api_url: str, stats: Stats | None = None) -
 
 async def _queue(clients: AwsClients, settings: Settings) -> SqsQueue:
     """The queue by URL, or by name through GetQueueUrl (as prefect-aws configures it)."""
-    region = settings.queue_region
-    if settings.queue_url and region is None and ".amazonaws.com" in settings.queue_url:
-        region = settings.queue_url.split("//", 1)[1].split(".")[1]  # https://sqs.<region>.amazonaws.com/...
-    sqs = await clients.sqs(region)
+    sqs = await clients.sqs(_queue_region(settings, settings.queue_url))
     if settings.queue_url:
         return SqsQueue(sqs, settings.queue_url)
     answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
     return SqsQueue(sqs, answer["QueueUrl"])
+
+
+def _queue_region(settings: Settings, url: str | None) -> str | None:
+    """The queue's region (the state table lives beside it); None: the AWS configuration's."""
+    if settings.queue_region or not url or ".amazonaws.com" not in url:
+        return settings.queue_region
+    return url.split("//", 1)[1].split(".")[1]  # https://sqs.<region>.amazonaws.com/...
+
+
+async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats: Stats) -> TaskStateStore:
+    if settings.state_table is None:
+        return MemoryTaskState(settings.cache_size)
+    client = await clients.dynamodb(_queue_region(settings, queue.url))
+    return DynamoTaskState(client, settings.state_table, stats)
 
 
 async def run_service(settings: Settings) -> Observer:
@@ -78,7 +91,7 @@ async def run_service(settings: Settings) -> Observer:
         stats = Stats()
         sink = prefect_sink(settings, api_url, stats)
         stack.push_async_callback(sink.aclose)
-        store = MemoryChainStore(settings.cache_size)
+        store = await _state(clients, settings, queue, stats)
         observer = Observer(queue, EcsDescriber(clients), store, sink, observer_config(settings), stats)
         if settings.health_port:
             health = HealthServer(stats, observer.health, settings.health_port)
@@ -87,7 +100,12 @@ async def run_service(settings: Settings) -> Observer:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, observer.stop)
-        log.info("observing %s; forwarding to %s", queue.url, api_url)
+        log.info(
+            "observing %s; forwarding to %s; task state %s",
+            queue.url,
+            api_url,
+            f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
+        )
         try:
             await observer.run()
         finally:
@@ -159,9 +177,17 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             answer.raise_for_status()
             return url
 
+        async def table() -> str:
+            if not holder or settings.state_table is None:
+                raise RuntimeError("no queue")
+            client = await clients.dynamodb(_queue_region(settings, holder[0].url))
+            return await check_table(client, settings.state_table)
+
         await step("queue exists", queue)
         await step("queue can be read", receive)
         await step("ecs:DescribeTasks allowed", describe)
+        if settings.state_table is not None:
+            await step("state table usable", table)
         await step("Prefect API answers", prefect)
     return all(results)
 

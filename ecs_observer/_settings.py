@@ -47,6 +47,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("prefect_api_auth_string", "PREFECT_API_AUTH_STRING"),
         description="user:password of a self-hosted server with basic auth",
     )
+    state_table: str | None = Field(
+        default=None,
+        description="DynamoDB table for task state shared by several replicas (default: in memory, one replica)",
+    )
+    describe_claim: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="with a state table: seconds other replicas wait for the one describing a task",
+    )
     receivers: int = Field(default=4, ge=1, le=64, description="concurrent long-polling receive loops")
     max_in_flight: int = Field(
         default=1000, ge=10, le=100_000, description="messages held at once before receiving pauses"
@@ -85,6 +95,13 @@ class Settings(BaseSettings):
     def _valid_queue_url(cls, value: str | None) -> str | None:
         if value is not None and not _QUEUE_URL.match(value):
             raise ValueError("not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
+        return value
+
+    @field_validator("state_table")
+    @classmethod
+    def _valid_table(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", value):
+            raise ValueError("not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ . -)")
         return value
 
     @field_validator("prefect_api_url")

@@ -6,7 +6,7 @@ The same numbers feed the log summaries and, read at scrape time, `/metrics`.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields
 
 from prometheus_client import Histogram
@@ -36,11 +36,15 @@ class Stats:
     invalid_events: int = 0  # events the Prefect API refused as invalid (422)
     deleted: int = 0
     describe_calls: int = 0
+    described_tasks: int = 0  # tasks named in DescribeTasks calls, retries included
     tag_cache_hits: int = 0
+    shared_tag_hits: int = 0  # tags another replica described, read from the shared task state
     in_flight: int = 0
     sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
+    dynamodb_calls: Counter[str] = field(default_factory=Counter)  # by API, for the shared task state
+    dynamodb_units: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # "read", "write"
     forward_latency: Histogram = field(default_factory=_latency)
     last_sqs_success: float = field(default_factory=time.monotonic)
 

@@ -8,12 +8,17 @@ or the in-flight bound is reached; the
 answer, "these tags" or "none", is cached for the task's whole life (its tags
 can be gone once it has stopped). An error is never taken for "no tags": the
 call is retried with backoff while the messages wait.
+
+With several replicas, the answer is also kept in the shared task state: a
+replica first claims a task there, and only the claimant describes it; the
+others watch the store until its tags appear (or the claim lapses).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,24 +29,15 @@ from cachetools import LRUCache
 from ._backoff import Backoff
 from ._ecs_event import TaskStateChange
 from ._stats import Stats
+from ._task_state import GONE, NO_TAGS, MemoryTaskState, TaskRecord, TaskStateStore, TaskTags, expires_after
 
 __all__ = ["MAX_TASKS_PER_CALL", "NO_TAGS", "TagLookup", "TaskDescriber", "TaskTags"]
 
 log = logging.getLogger("ecs_observer.tags")
 MAX_TASKS_PER_CALL = 100
 PREFECT_TAG_PREFIX = "prefect.io/"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskTags:
-    """The Prefect tags of a task; `described` is False when ECS no longer knows the task."""
-
-    tags: Mapping[str, str]
-    described: bool = True
-
-
-NO_TAGS = TaskTags(MappingProxyType({}))
-GONE = TaskTags(MappingProxyType({}), described=False)
+# How often replicas that lost the claim on a task look for the tags its claimant saves.
+WATCH_INTERVAL = 0.25
 
 
 class TaskDescriber(Protocol):
@@ -59,6 +55,7 @@ class TaskDescriber(Protocol):
 @dataclass
 class _Pending:
     futures: dict[str, asyncio.Future[TaskTags]] = field(default_factory=dict)
+    changes: dict[str, TaskStateChange] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     first: float = 0.0
 
@@ -72,8 +69,14 @@ class TagLookup:
         cache_size: int = 100_000,
         linger: float = 0.05,
         backoff: Backoff = Backoff(),
+        store: TaskStateStore | None = None,
+        claim_seconds: float = 30.0,
     ) -> None:
         self._describer = describer
+        self._store = store if store is not None else MemoryTaskState(cache_size)
+        self._claim_seconds = claim_seconds
+        self._watching: dict[str, asyncio.Future[TaskRecord]] = {}
+        self._watcher: asyncio.Task[None] | None = None
         self._stats = stats
         self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
         self._linger = linger
@@ -83,32 +86,85 @@ class TagLookup:
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
 
-    async def tags_for(self, change: TaskStateChange) -> TaskTags:
+    def cached(self, task_arn: str) -> TaskTags | None:
+        return self._cache.get(task_arn)
+
+    async def tags_for(self, change: TaskStateChange, record: TaskRecord | None = None) -> TaskTags:
+        """The task's tags: from this replica's cache, from `record` (the shared state loaded with
+        the message's batch), or described once by whichever replica claims the task."""
         if (cached := self._cache.get(change.task_arn)) is not None:
             self._stats.tag_cache_hits += 1
             return cached
+        if record is not None and record.tags is not None:
+            self._stats.shared_tag_hits += 1
+            self._cache[change.task_arn] = record.tags
+            return record.tags
         future = self._in_flight.get(change.task_arn)
         if future is None:
-            future = self._enqueue(change)
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[change.task_arn] = future
+            resolve = asyncio.create_task(self._resolve(change, future))
+            self._calls.add(resolve)
+            resolve.add_done_callback(self._calls.discard)
         return await asyncio.shield(future)
 
-    def _enqueue(self, change: TaskStateChange) -> asyncio.Future[TaskTags]:
+    async def _resolve(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
+        try:
+            while not await self._store.claim(change.task_arn, self._claim_seconds):
+                record = await self._watch(change.task_arn)
+                if record.tags is not None:
+                    self._stats.shared_tag_hits += 1
+                    self._cache[change.task_arn] = record.tags
+                    if not future.done():
+                        future.set_result(record.tags)
+                    return
+                # The claimant saved nothing before its claim lapsed (it died or is stuck): claim again.
+        except BaseException as exc:
+            self._in_flight.pop(change.task_arn, None)
+            if not future.done() and not isinstance(exc, asyncio.CancelledError):
+                future.set_exception(exc)  # the waiting messages fail, and so stay in the queue
+            raise
+        self._enqueue(change, future)
+
+    async def _watch(self, task_arn: str) -> TaskRecord:
+        """Wait until the task's tags are saved or its claim lapses; one load serves all waiting tasks."""
+        future = self._watching.get(task_arn)
+        if future is None:
+            future = self._watching[task_arn] = asyncio.get_running_loop().create_future()
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_loop())
+        return await asyncio.shield(future)
+
+    async def _watch_loop(self) -> None:
+        while self._watching:
+            await asyncio.sleep(WATCH_INTERVAL)
+            found = await self._store.load(list(self._watching)[:MAX_TASKS_PER_CALL])
+            now = time.time()
+            for arn, record in found.items():
+                if record.tags is not None or record.claimed_until < now:
+                    future = self._watching.pop(arn)
+                    if not future.done():
+                        future.set_result(record)
+            for arn in [arn for arn in list(self._watching)[:MAX_TASKS_PER_CALL] if arn not in found]:
+                future = self._watching.pop(arn)  # the item is gone: nobody holds a claim
+                if not future.done():
+                    future.set_result(TaskRecord())
+
+    def _enqueue(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
         loop = asyncio.get_running_loop()
         key = (change.region, change.cluster)
         pending = self._pending.setdefault(key, _Pending())
-        future: asyncio.Future[TaskTags] = loop.create_future()
         pending.futures[change.task_arn] = future
-        self._in_flight[change.task_arn] = future
+        pending.changes[change.task_arn] = change
         if len(pending.futures) >= MAX_TASKS_PER_CALL:
             self._flush(key)
-            return future
+            return
         now = loop.time()
         if pending.timer is None:
             pending.first = now
         else:
             pending.timer.cancel()
         pending.timer = loop.call_at(self._due(pending, now), self._flush, key)
-        return future
 
     def _due(self, pending: _Pending, now: float) -> float:
         """When a partial group goes. In a trickle: once no new task has joined for a linger (debounce),
@@ -139,17 +195,23 @@ class TagLookup:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        call = asyncio.get_running_loop().create_task(self._describe(key, pending.futures))
+        call = asyncio.get_running_loop().create_task(self._describe(key, pending.futures, pending.changes))
         self._calls.add(call)
         call.add_done_callback(self._calls.discard)
 
-    async def _describe(self, key: tuple[str, str | None], futures: dict[str, asyncio.Future[TaskTags]]) -> None:
+    async def _describe(
+        self,
+        key: tuple[str, str | None],
+        futures: dict[str, asyncio.Future[TaskTags]],
+        changes: dict[str, TaskStateChange],
+    ) -> None:
         region, cluster = key
         arns = list(futures)
         try:
             async for attempt in self._backoff.attempts(Exception):
                 with attempt:
                     self._stats.describe_calls += 1
+                    self._stats.described_tasks += len(arns)
                     try:
                         found = await self._describer.describe(region, cluster, arns)
                     except Exception as exc:
@@ -163,15 +225,21 @@ class TagLookup:
                             exc,
                         )
                         raise
+            results = {arn: GONE if (tags := found.get(arn)) is None else _prefect_tags(tags) for arn in arns}
+            # Saved before anyone proceeds: the other replicas watching these tasks stop waiting.
+            await asyncio.gather(
+                *(
+                    self._store.save_tags(arn, result, expires_after(changes[arn].last_status, changes[arn].occurred))
+                    for arn, result in results.items()
+                )
+            )
         finally:
             for arn in arns:
                 self._in_flight.pop(arn, None)
         for arn, future in futures.items():
-            tags = found.get(arn)
-            result = GONE if tags is None else _prefect_tags(tags)
-            self._cache[arn] = result
+            self._cache[arn] = results[arn]
             if not future.done():
-                future.set_result(result)
+                future.set_result(results[arn])
 
     async def close(self) -> None:
         for pending in self._pending.values():
@@ -182,9 +250,13 @@ class TagLookup:
         self._pending.clear()
         for future in self._in_flight.values():
             future.cancel()
-        for call in list(self._calls):
+        for watched in self._watching.values():
+            watched.cancel()
+        self._watching.clear()
+        calls = [*self._calls, *([self._watcher] if self._watcher is not None else [])]
+        for call in calls:
             call.cancel()
-        await asyncio.gather(*self._calls, return_exceptions=True)
+        await asyncio.gather(*calls, return_exceptions=True)
 
 
 def _prefect_tags(tags: Mapping[str, str]) -> TaskTags:

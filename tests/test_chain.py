@@ -14,7 +14,8 @@ import pytest
 from ecs_observer import TaskStateChange, decode
 from ecs_observer._chain import Link, add_link, awaits_predecessor, choose_follows
 from ecs_observer._samples import lifecycle
-from ecs_observer._sequencer import MemoryChainStore, Sequencer
+from ecs_observer._sequencer import Sequencer
+from ecs_observer._task_state import MemoryTaskState
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
@@ -88,7 +89,7 @@ def changes(task_arn: str = ARN, count: int = 8, step: timedelta = timedelta(sec
 async def follows_in_arrival_order(
     order: list[TaskStateChange], window: float = 2.0
 ) -> dict[uuid.UUID, uuid.UUID | None]:
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=window)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=window)
     results = await asyncio.gather(*(sequencer.follows(c) for c in order))
     return {c.event_id: f for c, f in zip(order, results, strict=True)}
 
@@ -110,7 +111,7 @@ async def test_shuffled_lifecycle_gets_same_follows_as_in_order() -> None:
 
 async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
     life = changes(count=3)
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=2.0)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=2.0)
     late = asyncio.create_task(sequencer.follows(life[2]))
     await asyncio.sleep(0.1)
     middle = asyncio.create_task(sequencer.follows(life[1]))
@@ -124,7 +125,7 @@ async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
 
 async def test_predecessor_seen_means_no_wait() -> None:
     life = changes(count=2)
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=30.0)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=30.0)
     await sequencer.follows(life[0])
     started = time.monotonic()
     assert await sequencer.follows(life[1]) == life[0].event_id
@@ -133,7 +134,7 @@ async def test_predecessor_seen_means_no_wait() -> None:
 
 async def test_missing_predecessor_waits_only_the_window() -> None:
     life = changes(count=3)
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=0.3)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=0.3)
     await sequencer.follows(life[0])
     # Version 2 never comes: 3 gives up after the window and follows 1 (20 s earlier).
     assert await sequencer.follows(life[2]) == life[0].event_id
@@ -142,7 +143,7 @@ async def test_missing_predecessor_waits_only_the_window() -> None:
 @pytest.mark.parametrize("window", [0.0, 2.0])
 async def test_redelivery_yields_identical_follows(window: float) -> None:
     life = changes(count=3)
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=window)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=window)
     first = [await sequencer.follows(c) for c in (life[0], life[2])]  # 2 is missing: 3 follows 1
     await sequencer.follows(life[1])
     # Redelivered 3 keeps the follows it was forwarded with, though 2 is known now.
@@ -152,7 +153,7 @@ async def test_redelivery_yields_identical_follows(window: float) -> None:
 
 async def test_tasks_do_not_wait_for_each_other() -> None:
     a, b = changes(ARN), changes(ARN.replace("0123", "9999"))
-    sequencer = Sequencer(MemoryChainStore(100), reorder_window=5.0)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=5.0)
     await sequencer.follows(a[0])
     started = time.monotonic()
     assert await sequencer.follows(b[0]) is None
@@ -161,7 +162,7 @@ async def test_tasks_do_not_wait_for_each_other() -> None:
 
 
 async def test_memory_store_is_bounded() -> None:
-    store = MemoryChainStore(max_tasks=100)
+    store = MemoryTaskState(max_tasks=100)
     for n in range(1000):
-        await store.record(f"task-{n}", link(1, T0))
+        await store.record(f"task-{n}", link(1, T0), T0)
     assert len(store) == 100

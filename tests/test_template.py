@@ -14,7 +14,7 @@ from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
 from ecs_observer._observer import Observer
 from ecs_observer._prefect_api import PrefectApiSink
 from ecs_observer._sandbox import deploy_events_stack, put_events
-from ecs_observer._sequencer import MemoryChainStore
+from ecs_observer._task_state import MemoryTaskState
 
 from .servers import PrefectServer
 from .world import FAST, REGION, Task, depth, start_tasks
@@ -47,7 +47,7 @@ async def test_template_routes_watched_clusters_to_the_observer(
 
     sink = PrefectApiSink(prefect.api_url)
     queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
-    observer = Observer(queue, EcsDescriber(aws), MemoryChainStore(1000), sink, replace(FAST, reorder_window=3.0))
+    observer = Observer(queue, EcsDescriber(aws), MemoryTaskState(1000), sink, replace(FAST, reorder_window=3.0))
     await asyncio.wait_for(observer.run(until_idle=2), timeout=120)
     await sink.aclose()
 
@@ -79,7 +79,7 @@ async def test_template_without_clusters_routes_every_cluster(
         await put_events(bus, [e for t in tasks for e in t.events])
     sink = PrefectApiSink(prefect.api_url)
     queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
-    observer = Observer(queue, EcsDescriber(aws), MemoryChainStore(1000), sink, replace(FAST, reorder_window=3.0))
+    observer = Observer(queue, EcsDescriber(aws), MemoryTaskState(1000), sink, replace(FAST, reorder_window=3.0))
     await asyncio.wait_for(observer.run(until_idle=2), timeout=120)
     await sink.aclose()
     stored = prefect.wait_for_events([t.resource_id for t in tasks], count=16)

@@ -14,7 +14,7 @@ from ecs_observer._observer import Observer, ObserverConfig
 from ecs_observer._prefect_api import EventSink
 from ecs_observer._samples import lifecycle
 from ecs_observer._sandbox import start_cluster
-from ecs_observer._sequencer import MemoryChainStore
+from ecs_observer._task_state import MemoryTaskState
 
 if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef
@@ -122,7 +122,7 @@ async def depth(aws: AwsClients, queue_url: str) -> tuple[int, int]:
 
 async def observer(aws: AwsClients, queue_url: str, sink: EventSink, config: ObserverConfig = FAST) -> Observer:
     return Observer(
-        SqsQueue(await aws.sqs(REGION), queue_url), EcsDescriber(aws), MemoryChainStore(10_000), sink, config
+        SqsQueue(await aws.sqs(REGION), queue_url), EcsDescriber(aws), MemoryTaskState(10_000), sink, config
     )
 
 
@@ -149,3 +149,20 @@ def assert_chains(tasks: list[Task], stored: list[dict[str, Any]], *, gaps_allow
             assert follows is None or follows in earlier[event_id], (event_id, follows)
         else:
             assert follows == expected[event_id], (event_id, follows, expected[event_id])
+
+
+async def make_table(aws: AwsClients, *, ttl: bool = True) -> str:
+    """A state table as infra/events.yaml makes it: partition key task_arn, on demand, TTL on `expires`."""
+    dynamodb = await aws.dynamodb(REGION)
+    name = f"obs-state-{uuid.uuid4().hex[:10]}"
+    await dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "task_arn", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "task_arn", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    if ttl:
+        await dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"}
+        )
+    return name

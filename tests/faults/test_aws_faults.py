@@ -10,7 +10,7 @@ from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
 from ecs_observer._backoff import Backoff
 from ecs_observer._observer import Observer
 from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._sequencer import MemoryChainStore
+from ecs_observer._task_state import MemoryTaskState
 
 from ..servers import PrefectServer
 from ..world import FAST, REGION
@@ -51,7 +51,7 @@ async def test_sqs_and_ecs_faults_lose_nothing_and_back_off(
             obs = Observer(
                 SqsQueue(await faulty.sqs(REGION), sc.queue_url),
                 EcsDescriber(faulty),
-                MemoryChainStore(1000),
+                MemoryTaskState(1000),
                 sink,
                 replace(FAST, visibility_timeout=10, backoff=Backoff(0.1, 1.0)),
             )
