@@ -59,6 +59,9 @@ class _Unprocessed(Exception):
 
 
 class DynamoTaskState:
+    # A change waiting for a predecessor, or a task for its tags, sees another replica's write this soon.
+    poll_interval = 0.25
+
     def __init__(
         self,
         client: DynamoDBClient,

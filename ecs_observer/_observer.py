@@ -26,7 +26,7 @@ from ._prefect_api import EventSink
 from ._sequencer import Sequencer
 from ._stats import Stats
 from ._tags import TagLookup, TaskDescriber
-from ._task_state import TaskRecord, TaskStateStore
+from ._task_state import StateWatch, TaskRecord, TaskStateStore
 from ._translate import build_event, flow_run_id
 
 __all__ = ["Observer", "ObserverConfig"]
@@ -67,6 +67,7 @@ class Observer:
         self._queue = queue
         self._sink = sink
         self._config = config
+        self._watch = StateWatch(store)
         self._tags = TagLookup(
             describer,
             self.stats,
@@ -75,10 +76,11 @@ class Observer:
             backoff=config.backoff,
             store=store,
             claim_seconds=config.describe_claim,
+            watch=self._watch,
         )
         self._store = store
         self._loads: set[asyncio.Task[Mapping[str, TaskRecord]]] = set()
-        self._sequencer = Sequencer(store, config.reorder_window)
+        self._sequencer = Sequencer(store, config.reorder_window, self._watch)
         self._forwarder = Forwarder(
             sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
         )
@@ -164,6 +166,7 @@ class Observer:
             load.cancel()
         await asyncio.gather(*self._loads, return_exceptions=True)
         await self._tags.close()
+        await self._watch.close()
         await self._forwarder.close()
         await self._leases.flush()
 

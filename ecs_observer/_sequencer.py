@@ -16,17 +16,18 @@ from uuid import UUID
 
 from ._chain import Link, awaits_predecessor, choose_follows, known_link
 from ._ecs_event import TaskStateChange
-from ._task_state import TaskStateStore, expires_after
+from ._task_state import StateWatch, TaskStateStore, expires_after
 
 __all__ = ["Sequencer"]
 
-# How often a waiting change looks for a predecessor recorded by another replica.
-POLL_INTERVAL = 0.25
+# How long a waiting change sleeps between looks, unless this replica records a change of its task.
+_LOCAL_WAIT = 0.25
 
 
 class Sequencer:
-    def __init__(self, store: TaskStateStore, reorder_window: float) -> None:
+    def __init__(self, store: TaskStateStore, reorder_window: float, watch: StateWatch | None = None) -> None:
         self._store = store
+        self._watch = watch or StateWatch(store)
         self._window = reorder_window
         # One condition per task with events in flight; removed when its last user leaves.
         self._tasks: dict[str, tuple[asyncio.Condition, list[int]]] = {}
@@ -62,7 +63,7 @@ class Sequencer:
                 break
             if fresh:  # a history loaded before the wait began may lack what was recorded since
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(condition.wait(), min(remaining, POLL_INTERVAL))
+                    await asyncio.wait_for(condition.wait(), min(remaining, _LOCAL_WAIT))
             history, fresh = await self._history(change.task_arn), True
         follows = choose_follows(history, change.event_id, change.version, change.occurred)
         link = Link(change.event_id, change.version, change.occurred, follows)
@@ -71,5 +72,5 @@ class Sequencer:
         return kept.follows
 
     async def _history(self, task_arn: str) -> Sequence[Link]:
-        record = (await self._store.load([task_arn])).get(task_arn)
+        record = await self._watch.next(task_arn)
         return record.links if record is not None else ()

@@ -29,15 +29,22 @@ from cachetools import LRUCache
 from ._backoff import Backoff
 from ._ecs_event import TaskStateChange
 from ._stats import Stats
-from ._task_state import GONE, NO_TAGS, MemoryTaskState, TaskRecord, TaskStateStore, TaskTags, expires_after
+from ._task_state import (
+    GONE,
+    NO_TAGS,
+    MemoryTaskState,
+    StateWatch,
+    TaskRecord,
+    TaskStateStore,
+    TaskTags,
+    expires_after,
+)
 
 __all__ = ["MAX_TASKS_PER_CALL", "NO_TAGS", "TagLookup", "TaskDescriber", "TaskTags"]
 
 log = logging.getLogger("ecs_observer.tags")
 MAX_TASKS_PER_CALL = 100
 PREFECT_TAG_PREFIX = "prefect.io/"
-# How often replicas that lost the claim on a task look for the tags its claimant saves.
-WATCH_INTERVAL = 0.25
 
 
 class TaskDescriber(Protocol):
@@ -71,12 +78,12 @@ class TagLookup:
         backoff: Backoff = Backoff(),
         store: TaskStateStore | None = None,
         claim_seconds: float = 30.0,
+        watch: StateWatch | None = None,
     ) -> None:
         self._describer = describer
         self._store = store if store is not None else MemoryTaskState(cache_size)
+        self._watch = watch or StateWatch(self._store)
         self._claim_seconds = claim_seconds
-        self._watching: dict[str, asyncio.Future[TaskRecord]] = {}
-        self._watcher: asyncio.Task[None] | None = None
         self._stats = stats
         self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
         self._linger = linger
@@ -111,7 +118,7 @@ class TagLookup:
     async def _resolve(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
         try:
             while not await self._store.claim(change.task_arn, self._claim_seconds):
-                record = await self._watch(change.task_arn)
+                record = await self._await_claimant(change.task_arn)
                 if record.tags is not None:
                     self._stats.shared_tag_hits += 1
                     self._cache[change.task_arn] = record.tags
@@ -126,29 +133,12 @@ class TagLookup:
             raise
         self._enqueue(change, future)
 
-    async def _watch(self, task_arn: str) -> TaskRecord:
-        """Wait until the task's tags are saved or its claim lapses; one load serves all waiting tasks."""
-        future = self._watching.get(task_arn)
-        if future is None:
-            future = self._watching[task_arn] = asyncio.get_running_loop().create_future()
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch_loop())
-        return await asyncio.shield(future)
-
-    async def _watch_loop(self) -> None:
-        while self._watching:
-            await asyncio.sleep(WATCH_INTERVAL)
-            found = await self._store.load(list(self._watching)[:MAX_TASKS_PER_CALL])
-            now = time.time()
-            for arn, record in found.items():
-                if record.tags is not None or record.claimed_until < now:
-                    future = self._watching.pop(arn)
-                    if not future.done():
-                        future.set_result(record)
-            for arn in [arn for arn in list(self._watching)[:MAX_TASKS_PER_CALL] if arn not in found]:
-                future = self._watching.pop(arn)  # the item is gone: nobody holds a claim
-                if not future.done():
-                    future.set_result(TaskRecord())
+    async def _await_claimant(self, task_arn: str) -> TaskRecord:
+        """Wait until the claimant saves the task's tags, or its claim lapses."""
+        while True:
+            record = await self._watch.next(task_arn)
+            if record is None or record.tags is not None or record.claimed_until < time.time():
+                return record or TaskRecord()
 
     def _enqueue(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
         loop = asyncio.get_running_loop()
@@ -250,13 +240,9 @@ class TagLookup:
         self._pending.clear()
         for future in self._in_flight.values():
             future.cancel()
-        for watched in self._watching.values():
-            watched.cancel()
-        self._watching.clear()
-        calls = [*self._calls, *([self._watcher] if self._watcher is not None else [])]
-        for call in calls:
+        for call in self._calls:
             call.cancel()
-        await asyncio.gather(*calls, return_exceptions=True)
+        await asyncio.gather(*self._calls, return_exceptions=True)
 
 
 def _prefect_tags(tags: Mapping[str, str]) -> TaskTags:

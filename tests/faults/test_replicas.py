@@ -1,0 +1,143 @@
+"""Several observers on one queue sharing task state in DynamoDB (moto), forwarding to a real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import aioboto3
+
+from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
+from ecs_observer._backoff import Backoff
+from ecs_observer._dynamo_state import DynamoTaskState
+from ecs_observer._observer import Observer, ObserverConfig
+from ecs_observer._prefect_api import PrefectApiSink
+from ecs_observer._stats import Stats
+
+from ..servers import PrefectServer
+from ..world import FAST, REGION, depth, make_table
+from .proxy import FaultProxy, aws_error, reset
+from .scenario import delivered, run_until, scenario
+from .test_process_faults import start_observer, until
+
+# Long enough for a predecessor in another replica's hands to be recorded (see docs/deploy.md).
+REPLICA = replace(FAST, reorder_window=5.0, describe_claim=5.0)
+
+
+@asynccontextmanager
+async def replicas(
+    count: int,
+    queue_url: str,
+    table: str,
+    api_url: str,
+    config: ObserverConfig = REPLICA,
+    endpoint_url: str | None = None,
+) -> AsyncIterator[list[Observer]]:
+    """`count` observers, each with AWS clients and a Prefect client of its own, as separate processes would be."""
+    async with AsyncExitStack() as stack:
+        observers = []
+        for _ in range(count):
+            clients = await stack.enter_async_context(
+                AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=endpoint_url)
+            )
+            stats = Stats()
+            store = DynamoTaskState(await clients.dynamodb(REGION), table, stats, backoff=Backoff(0.1, 1.0))
+            sink = PrefectApiSink(api_url, stats=stats)
+            stack.push_async_callback(sink.aclose)
+            queue = SqsQueue(await clients.sqs(REGION), queue_url)
+            observers.append(Observer(queue, EcsDescriber(clients), store, sink, config, stats))
+        yield observers
+
+
+async def test_three_replicas_forward_exactly_the_events_one_observer_does(
+    aws: AwsClients, prefect: PrefectServer
+) -> None:
+    sc = await scenario(aws, tagged=12, untagged=4, seed=6)
+    table = await make_table(aws)
+    async with replicas(3, sc.queue_url, table, prefect.api_url) as observers:
+        await asyncio.wait_for(asyncio.gather(*(o.run(until_idle=3) for o in observers)), timeout=120)
+    assert all(o.stats.received > 0 for o in observers)  # all three took part
+    # The same ids, each once, and each follows the previous change of its task, as with one observer.
+    await delivered(aws, prefect, sc)
+    # Each task described once across the replicas; the others read its tags from the table.
+    assert sum(o.stats.described_tasks for o in observers) == len(sc.tagged) + len(sc.untagged)
+
+    calls = sum((o.stats.dynamodb_calls for o in observers), Counter[str]())
+    units = {kind: sum(o.stats.dynamodb_units[kind] for o in observers) for kind in ("read", "write")}
+    received = sum(o.stats.received for o in observers)
+    print(f"\nDynamoDB for {received} state changes ({sc.expected} of Prefect's): calls {dict(calls)}, units {units}")
+
+
+async def test_a_replica_killed_midway_changes_nothing_at_prefect(
+    aws: AwsClients, prefect: PrefectServer, tmp_path: Path
+) -> None:
+    sc = await scenario(aws, tagged=12, untagged=4, visibility=5, seed=7)
+    table = await make_table(aws)
+    total = sum(len(t.events) for t in sc.tagged + sc.untagged)
+    # A predecessor the killed replica held comes back after the 5-s visibility timeout (and its claims
+    # after 3 s): the reorder window covers both, so the change after it still follows it.
+    settings = {"state_table": table, "describe_claim": "3", "reorder_window": "15"}
+    logs = [tmp_path / f"replica-{n}.log" for n in range(3)]
+    procs = [await start_observer(sc.queue_url, prefect.api_url, log, **settings) for log in logs]
+    try:
+
+        async def some_deleted() -> bool:
+            return sum(await depth(aws, sc.queue_url)) < total
+
+        assert await until(some_deleted), logs[0].read_text()
+        procs[0].kill()  # SIGKILL midway through the backlog
+        assert await procs[0].wait() == -signal.SIGKILL
+        assert sum(await depth(aws, sc.queue_url)) > 0, "the backlog was done before the kill: nothing tested"
+
+        async def drained() -> bool:
+            return await depth(aws, sc.queue_url) == (0, 0)
+
+        assert await until(drained, within=120), logs[1].read_text()
+    finally:
+        for proc in procs[1:]:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [await proc.wait() for proc in procs[1:]]
+    assert codes == [0, 0]
+    await delivered(aws, prefect, sc)  # exact: no follows missing, though one replica died
+
+
+# botocore retries throttling, 500s and resets itself; a denial (an IAM change still propagating) it
+# does not, so that the store's own retry is needed too.
+_FAULTS = [
+    aws_error(400, "AccessDeniedException"),
+    aws_error(400, "ProvisionedThroughputExceededException"),
+    aws_error(500, "InternalServerError"),
+    reset(),
+    aws_error(400, "ThrottlingException"),
+    aws_error(400, "ProvisionedThroughputExceededException"),
+]
+
+
+async def test_dynamodb_faults_delay_but_never_change_or_lose_events(
+    aws: AwsClients, moto_url: str, prefect: PrefectServer
+) -> None:
+    sc = await scenario(aws, tagged=4, untagged=1, seed=8)
+    table = await make_table(aws)
+    proxy = await FaultProxy(moto_url).start()
+    for operation in ("BatchGetItem", "UpdateItem"):
+        proxy.inject(operation, *_FAULTS)
+    try:
+        async with replicas(2, sc.queue_url, table, prefect.api_url, endpoint_url=proxy.url) as observers:
+            await asyncio.gather(
+                *(run_until(o, lambda: sum(x.stats.deleted for x in observers) >= sc.expected + 8) for o in observers)
+            )
+    finally:
+        await proxy.stop()
+    await delivered(aws, prefect, sc)
+    for operation in ("BatchGetItem", "UpdateItem"):
+        assert proxy.script[operation] == [], f"{operation}: not every injected fault was met"
+        assert "pass" in proxy.outcomes(operation)
+    # Both denials were retried by the store (with the observer's Backoff, whose timing the SQS and
+    # ECS fault tests measure), and nothing else failed for good.
+    assert sum(o.stats.retries["dynamodb"] for o in observers) >= 2
