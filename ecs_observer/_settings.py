@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         description="seconds with no new task before a partial DescribeTasks batch goes (10x at most)",
     )
     reorder_window: float = Field(
-        default=2.0, ge=0, le=60, description="seconds an out-of-order state change waits for its predecessor"
+        default=2.0, ge=0, le=900, description="seconds an out-of-order state change waits for its predecessor"
     )
     cache_size: int = Field(
         default=100_000, ge=100, le=10_000_000, description="tasks whose tags and recent state changes are kept"

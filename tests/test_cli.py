@@ -18,7 +18,7 @@ from ecs_observer._aws import AwsClients
 from ecs_observer._samples import state_change
 
 from .servers import PrefectServer
-from .world import depth, make_queue, send, start_tasks
+from .world import depth, make_queue, make_table, send, start_tasks
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 RUN = "7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59"
@@ -110,6 +110,24 @@ async def test_check_passes_against_moto_and_prefect(aws: AwsClients, prefect: P
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 5
     assert all(line.startswith("ok ") for line in lines)
+
+
+async def test_check_checks_the_state_table(aws: AwsClients, prefect: PrefectServer) -> None:
+    queue_url, _ = await make_queue(aws)
+    base = {"ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": prefect.api_url}
+    good = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": await make_table(aws)})
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok   state table usable" in good.stdout
+    assert "read and write allowed" in good.stdout
+    no_ttl = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": await make_table(aws, ttl=False)})
+    assert no_ttl.returncode == 1
+    assert "FAIL state table usable: RuntimeError: TTL is not on for attribute 'expires'" in no_ttl.stdout
+    missing = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": "no-such-table"})
+    assert missing.returncode == 1
+    assert "FAIL state table usable: ResourceNotFoundException" in missing.stdout
+    bad_name = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": "a b"})
+    assert bad_name.returncode == 2
+    assert "ECS_OBSERVER_STATE_TABLE: " in bad_name.stderr
 
 
 async def test_check_finds_queue_by_prefect_aws_name_and_reports_each_failure(aws: AwsClients) -> None:

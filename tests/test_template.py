@@ -11,13 +11,15 @@ import aioboto3
 import pytest
 
 from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
+from ecs_observer._dynamo_state import TTL_ATTRIBUTE, check_table
 from ecs_observer._observer import Observer
 from ecs_observer._prefect_api import PrefectApiSink
 from ecs_observer._sandbox import deploy_events_stack, put_events
 from ecs_observer._task_state import MemoryTaskState
+from ecs_observer._templates import events_template
 
 from .servers import PrefectServer
-from .world import FAST, REGION, Task, depth, start_tasks
+from .world import FAST, REGION, Task, depth, replicas, start_tasks
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ async def test_template_routes_watched_clusters_to_the_observer(
     assert await depth(aws, outputs["DeadLetterQueueUrl"]) == (0, 0)
 
 
-async def test_template_without_clusters_routes_every_cluster(
+async def test_template_without_clusters_routes_every_cluster_to_replicas_sharing_its_table(
     aws: AwsClients, session: aioboto3.Session, prefect: PrefectServer
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
@@ -77,11 +79,22 @@ async def test_template_without_clusters_routes_every_cluster(
     async with session.client("cloudformation") as cfn, session.client("events") as bus:
         outputs = await deploy_events_stack(cfn, f"events-{suffix}", queue_name=f"q-{suffix}")
         await put_events(bus, [e for t in tasks for e in t.events])
-    sink = PrefectApiSink(prefect.api_url)
-    queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
-    observer = Observer(queue, EcsDescriber(aws), MemoryTaskState(1000), sink, replace(FAST, reorder_window=3.0))
-    await asyncio.wait_for(observer.run(until_idle=2), timeout=120)
-    await sink.aclose()
+    # The template's table is one the observer accepts and uses: two replicas share it.
+    table = outputs["StateTableName"]
+    assert table == f"q-{suffix}-state"
+    dynamodb = await aws.dynamodb(REGION)
+    # moto's CloudFormation ignores TimeToLiveSpecification (which `check` would report), so turn it on
+    # as the template declares it, on the attribute the observer writes.
+    assert (
+        f"TimeToLiveSpecification:\n        AttributeName: {TTL_ATTRIBUTE}\n        Enabled: true" in events_template()
+    )
+    await dynamodb.update_time_to_live(
+        TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )
+    assert "TTL on 'expires'" in await check_table(dynamodb, table)
+    async with replicas(2, outputs["QueueUrl"], outputs["StateTableName"], prefect.api_url) as observers:
+        await asyncio.wait_for(asyncio.gather(*(o.run(until_idle=2) for o in observers)), timeout=120)
     stored = prefect.wait_for_events([t.resource_id for t in tasks], count=16)
     assert {e["resource"]["prefect.resource.id"] for e in stored} == {t.resource_id for t in tasks}
     assert len({e["id"] for e in stored}) == 16
+    assert all(chained([e for e in stored if e["resource"]["prefect.resource.id"] == t.resource_id]) for t in tasks)
