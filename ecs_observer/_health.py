@@ -64,7 +64,9 @@ class _StatsCollector(Collector):
             dynamodb.add_metric([api], n)
         yield dynamodb
         units = CounterMetricFamily(
-            "ecs_observer_dynamodb_capacity_units", "DynamoDB capacity units consumed", labels=["kind"]
+            "ecs_observer_dynamodb_capacity_units",
+            "DynamoDB request units (estimated: 1 per item read, 1 per write)",
+            labels=["kind"],
         )
         for kind, amount in sorted(self._stats.dynamodb_units.items()):
             units.add_metric([kind], amount)

@@ -6,7 +6,7 @@ The same numbers feed the log summaries and, read at scrape time, `/metrics`.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from prometheus_client import Histogram
@@ -44,7 +44,9 @@ class Stats:
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
     dynamodb_calls: Counter[str] = field(default_factory=Counter)  # by API, for the shared task state
-    dynamodb_units: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # "read", "write"
+    # Estimated capacity units, "read" and "write": one per item read (strongly consistent, under 4 KB)
+    # and one per write, the request count DynamoDB on-demand bills.
+    dynamodb_units: Counter[str] = field(default_factory=Counter)
     forward_latency: Histogram = field(default_factory=_latency)
     last_sqs_success: float = field(default_factory=time.monotonic)
 

@@ -107,7 +107,10 @@ class MemoryTaskState:
         return True
 
     async def save_tags(self, task_arn: str, tags: TaskTags, expires: datetime) -> None:
-        self._tasks[task_arn] = replace(self._tasks.get(task_arn, EMPTY), tags=tags)
+        # "Not Prefect's" is left to the tag lookup's own cache: in one process, keeping it here too
+        # would double the memory held for the most numerous tasks.
+        if tags.tags:
+            self._tasks[task_arn] = replace(self._tasks.get(task_arn, EMPTY), tags=tags)
 
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
         current = self._tasks.get(task_arn, EMPTY)

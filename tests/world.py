@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import aioboto3
+
 from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
 from ecs_observer._backoff import Backoff
+from ecs_observer._dynamo_state import DynamoTaskState
 from ecs_observer._observer import Observer, ObserverConfig
-from ecs_observer._prefect_api import EventSink
+from ecs_observer._prefect_api import EventSink, PrefectApiSink
 from ecs_observer._samples import lifecycle
 from ecs_observer._sandbox import start_cluster
+from ecs_observer._stats import Stats
 from ecs_observer._task_state import MemoryTaskState
 
 if TYPE_CHECKING:
@@ -166,3 +172,32 @@ async def make_table(aws: AwsClients, *, ttl: bool = True) -> str:
             TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"}
         )
     return name
+
+
+# Long enough for a predecessor in another replica's hands to be recorded (see docs/deploy.md).
+REPLICA = replace(FAST, reorder_window=5.0, describe_claim=5.0)
+
+
+@asynccontextmanager
+async def replicas(
+    count: int,
+    queue_url: str,
+    table: str,
+    api_url: str,
+    config: ObserverConfig = REPLICA,
+    endpoint_url: str | None = None,
+) -> AsyncIterator[list[Observer]]:
+    """`count` observers, each with AWS clients and a Prefect client of its own, as separate processes would be."""
+    async with AsyncExitStack() as stack:
+        observers = []
+        for _ in range(count):
+            clients = await stack.enter_async_context(
+                AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=endpoint_url)
+            )
+            stats = Stats()
+            store = DynamoTaskState(await clients.dynamodb(REGION), table, stats, backoff=Backoff(0.1, 1.0))
+            sink = PrefectApiSink(api_url, stats=stats)
+            stack.push_async_callback(sink.aclose)
+            queue = SqsQueue(await clients.sqs(REGION), queue_url)
+            observers.append(Observer(queue, EcsDescriber(clients), store, sink, config, stats))
+        yield observers

@@ -5,53 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
-import aioboto3
-
-from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
-from ecs_observer._backoff import Backoff
-from ecs_observer._dynamo_state import DynamoTaskState
-from ecs_observer._observer import Observer, ObserverConfig
-from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._stats import Stats
+from ecs_observer._aws import AwsClients
 
 from ..servers import PrefectServer
-from ..world import FAST, REGION, depth, make_table
+from ..world import depth, make_table, replicas
 from .proxy import FaultProxy, aws_error, reset
 from .scenario import delivered, run_until, scenario
 from .test_process_faults import start_observer, until
-
-# Long enough for a predecessor in another replica's hands to be recorded (see docs/deploy.md).
-REPLICA = replace(FAST, reorder_window=5.0, describe_claim=5.0)
-
-
-@asynccontextmanager
-async def replicas(
-    count: int,
-    queue_url: str,
-    table: str,
-    api_url: str,
-    config: ObserverConfig = REPLICA,
-    endpoint_url: str | None = None,
-) -> AsyncIterator[list[Observer]]:
-    """`count` observers, each with AWS clients and a Prefect client of its own, as separate processes would be."""
-    async with AsyncExitStack() as stack:
-        observers = []
-        for _ in range(count):
-            clients = await stack.enter_async_context(
-                AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=endpoint_url)
-            )
-            stats = Stats()
-            store = DynamoTaskState(await clients.dynamodb(REGION), table, stats, backoff=Backoff(0.1, 1.0))
-            sink = PrefectApiSink(api_url, stats=stats)
-            stack.push_async_callback(sink.aclose)
-            queue = SqsQueue(await clients.sqs(REGION), queue_url)
-            observers.append(Observer(queue, EcsDescriber(clients), store, sink, config, stats))
-        yield observers
 
 
 async def test_three_replicas_forward_exactly_the_events_one_observer_does(
