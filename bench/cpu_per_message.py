@@ -91,8 +91,9 @@ def messages(count: int, size: int) -> tuple[list[str], dict[str, dict[str, str]
 
 async def observer_path(bodies: list[str], tags: dict[str, dict[str, str]]) -> float:
     """Seconds of CPU for the whole per-message path over all bodies (tags already cached, as in steady state)."""
-    lookup = TagLookup(InMemoryEcs(tags), Stats(), linger=0)
-    sequencer = Sequencer(MemoryTaskState(1_000_000), reorder_window=0)
+    store = MemoryTaskState(1_000_000)  # one store for both, as in the observer
+    lookup = TagLookup(InMemoryEcs(tags), Stats(), linger=0, store=store)
+    sequencer = Sequencer(store, reorder_window=0)
     for arn in tags:  # warm the tag cache: the steady state, where DescribeTasks is rare
         await lookup.tags_for(_change_for(arn))
     started = time.process_time()

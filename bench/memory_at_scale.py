@@ -53,8 +53,9 @@ def rss_mb() -> float:
 
 
 async def run(tasks: int, cache_size: int) -> None:
-    lookup = TagLookup(InMemoryEcs(), Stats(), cache_size=cache_size, linger=0)
-    sequencer = Sequencer(MemoryTaskState(cache_size), reorder_window=0)
+    store = MemoryTaskState(cache_size)  # one store for both, as in the observer
+    lookup = TagLookup(InMemoryEcs(), Stats(), cache_size=cache_size, linger=0, store=store)
+    sequencer = Sequencer(store, reorder_window=0)
     now = datetime.now(UTC)
     rows = []
     began = time.monotonic()
