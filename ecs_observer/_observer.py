@@ -183,6 +183,7 @@ class Observer:
                 await self._leases.hand_back(messages)
                 return
             self._note_idle(not messages)
+            self.stats.batches_received += bool(messages)
             full = len(messages) == SQS_BATCH
             self._tags.intake(full)
             self._leases.intake(full)

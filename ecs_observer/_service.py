@@ -17,7 +17,7 @@ from ._dynamo_state import DynamoTaskState, check_table
 from ._health import HealthServer
 from ._observer import Observer, ObserverConfig
 from ._prefect_api import PrefectApiSink, auth_headers
-from ._settings import Settings
+from ._settings import ConfigError, Settings
 from ._stats import Stats
 from ._task_state import MemoryTaskState, TaskStateStore
 
@@ -77,7 +77,17 @@ def _queue_region(settings: Settings, url: str | None) -> str | None:
 async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats: Stats) -> TaskStateStore:
     if settings.state_table is None:
         return MemoryTaskState(settings.cache_size)
-    client = await clients.dynamodb(_queue_region(settings, queue.url))
+    region = _queue_region(settings, queue.url) or clients.default_region()
+    client = await clients.dynamodb(region)
+    try:
+        await client.describe_table(TableName=settings.state_table)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise ConfigError(
+                f"ECS_OBSERVER_STATE_TABLE: no table {settings.state_table!r} in {region} (the queue's region)"
+            ) from None
+        # Anything else may pass (a denial of DescribeTable alone, throttling): the store's calls retry.
+        log.warning("could not describe the state table %s: %s", settings.state_table, exc)
     return DynamoTaskState(client, settings.state_table, stats)
 
 

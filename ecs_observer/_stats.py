@@ -29,6 +29,7 @@ def _latency() -> Histogram:
 @dataclass
 class Stats:
     received: int = 0
+    batches_received: int = 0  # receives that returned messages
     forwarded: int = 0  # events accepted by the Prefect API
     filtered: int = 0  # state changes of tasks that are not Prefect's
     ignored: int = 0  # messages that are not ECS task state changes

@@ -130,6 +130,14 @@ async def test_check_checks_the_state_table(aws: AwsClients, prefect: PrefectSer
     assert "ECS_OBSERVER_STATE_TABLE: " in bad_name.stderr
 
 
+async def test_run_with_a_missing_state_table_says_so_and_exits_2(aws: AwsClients) -> None:
+    queue_url, _ = await make_queue(aws)
+    env = {"ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = cli("run", env=env | {"ECS_OBSERVER_STATE_TABLE": "no-such-table", "ECS_OBSERVER_HEALTH_PORT": "0"})
+    assert result.returncode == 2
+    assert "ECS_OBSERVER_STATE_TABLE: no table 'no-such-table' in us-east-1" in result.stderr
+
+
 async def test_check_finds_queue_by_prefect_aws_name_and_reports_each_failure(aws: AwsClients) -> None:
     queue_url, _ = await make_queue(aws)
     name = queue_url.rsplit("/", 1)[1]

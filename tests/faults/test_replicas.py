@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from ecs_observer._aws import AwsClients
 
 from ..servers import PrefectServer
-from ..world import depth, make_table, replicas
+from ..world import assert_chains, depth, make_queue, make_table, replicas, send, start_tasks
 from .proxy import FaultProxy, aws_error, reset
 from .scenario import delivered, run_until, scenario
 from .test_process_faults import start_observer, until
@@ -103,3 +104,35 @@ async def test_dynamodb_faults_delay_but_never_change_or_lose_events(
     # Both denials were retried by the store (with the observer's Backoff, whose timing the SQS and
     # ECS fault tests measure), and nothing else failed for good.
     assert sum(o.stats.retries["dynamodb"] for o in observers) >= 2
+
+
+async def test_in_a_steady_stream_the_store_reads_once_per_receive_batch(
+    aws: AwsClients, prefect: PrefectServer
+) -> None:
+    """Changes arriving in order, a step of every task at a time, as flows really run."""
+    queue_url, _ = await make_queue(aws)
+    tasks = await start_tasks(aws, 4) + await start_tasks(aws, 1, tagged=False)
+    table = await make_table(aws)
+    steps = len(tasks[0].events)
+    async with replicas(2, queue_url, table, prefect.api_url) as observers:
+        runs = [asyncio.create_task(o.run()) for o in observers]
+        for step in range(steps):
+            await send(aws, queue_url, [json.dumps(t.events[step]) for t in tasks])
+
+            async def handled(done: int = len(tasks) * (step + 1)) -> bool:
+                return sum(o.stats.deleted for o in observers) >= done
+
+            assert await until(handled, within=30)
+        for o in observers:
+            o.stop()
+        await asyncio.gather(*runs)
+    for o in observers:
+        # One read per receive batch at most, never one per message; nothing waited for a predecessor.
+        assert o.stats.dynamodb_calls["BatchGetItem"] <= o.stats.batches_received
+    changes = len(tasks) * steps
+    reads = sum(o.stats.dynamodb_units["read"] for o in observers)
+    writes = sum(o.stats.dynamodb_calls["UpdateItem"] for o in observers)
+    assert sum(o.stats.described_tasks for o in observers) == len(tasks)
+    print(f"\nsteady stream, {changes} state changes: {reads} items read, {writes} writes")
+    stored = prefect.wait_for_events([t.resource_id for t in tasks], count=4 * steps)
+    assert_chains(tasks[:4], stored)
