@@ -122,6 +122,7 @@ class TagLookup:
                 if record.tags is not None:
                     self._stats.shared_tag_hits += 1
                     self._cache[change.task_arn] = record.tags
+                    self._in_flight.pop(change.task_arn, None)
                     if not future.done():
                         future.set_result(record.tags)
                     return
