@@ -103,9 +103,7 @@ class TagLookup:
             self._stats.tag_cache_hits += 1
             return cached
         if record is not None and record.tags is not None:
-            self._stats.shared_tag_hits += 1
-            self._cache[change.task_arn] = record.tags
-            return record.tags
+            return self._learnt(change.task_arn, record.tags)
         future = self._in_flight.get(change.task_arn)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -120,11 +118,9 @@ class TagLookup:
             while not await self._store.claim(change.task_arn, self._claim_seconds):
                 record = await self._await_claimant(change.task_arn)
                 if record.tags is not None:
-                    self._stats.shared_tag_hits += 1
-                    self._cache[change.task_arn] = record.tags
                     self._in_flight.pop(change.task_arn, None)
                     if not future.done():
-                        future.set_result(record.tags)
+                        future.set_result(self._learnt(change.task_arn, record.tags))
                     return
                 # The claimant saved nothing before its claim lapsed (it died or is stuck): claim again.
         except BaseException as exc:
@@ -133,6 +129,12 @@ class TagLookup:
                 future.set_exception(exc)  # the waiting messages fail, and so stay in the queue
             raise
         self._enqueue(change, future)
+
+    def _learnt(self, task_arn: str, tags: TaskTags) -> TaskTags:
+        """Tags another replica described, read from the shared state: kept here for the task's life."""
+        self._stats.shared_tag_hits += 1
+        self._cache[task_arn] = tags
+        return tags
 
     async def _await_claimant(self, task_arn: str) -> TaskRecord:
         """Wait until the claimant saves the task's tags, or its claim lapses."""
