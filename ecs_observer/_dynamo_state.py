@@ -19,6 +19,7 @@ record another replica has just written.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -68,13 +69,11 @@ class DynamoTaskState:
         table: str,
         stats: Stats,
         backoff: Backoff = Backoff(),
-        now: Callable[[], float] | None = None,
     ) -> None:
         self._client = client
         self._table = table
         self._stats = stats
         self._backoff = backoff
-        self._now = now or (lambda: datetime.now(UTC).timestamp())
 
     async def load(self, task_arns: Collection[str]) -> Mapping[str, TaskRecord]:
         arns = list(dict.fromkeys(task_arns))
@@ -100,7 +99,7 @@ class DynamoTaskState:
         return found
 
     async def claim(self, task_arn: str, seconds: float) -> bool:
-        now = self._now()
+        now = time.time()  # claims compare wall clocks across replicas (NTP-synced on Fargate)
         return await self._update(
             task_arn,
             "SET #claim = :until, #expires = if_not_exists(#expires, :expires)",
@@ -186,21 +185,21 @@ class DynamoTaskState:
             with attempt:
                 self._stats.dynamodb_calls[api] += 1
                 try:
-                    answer = await request()
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    return await request()
+                except Exception as exc:
+                    if isinstance(exc, ClientError) and _code(exc) == "ConditionalCheckFailedException":
                         raise _Refused from None
                     self._retry(api, attempt.num, exc)
                     raise
-                except Exception as exc:
-                    self._retry(api, attempt.num, exc)
-                    raise
-                return answer
         raise AssertionError("unreachable: retries are unbounded")
 
     def _retry(self, api: str, attempt: int, exc: Exception) -> None:
         self._stats.retries["dynamodb"] += 1
         log.warning("DynamoDB %s on table %s failed; retrying (attempt %d): %s", api, self._table, attempt, exc)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _epoch(moment: datetime) -> dict[str, str]:
