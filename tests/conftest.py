@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aioboto3
 import pytest
@@ -16,9 +18,35 @@ from .servers import PrefectServer, free_port
 REGION = "us-east-1"
 
 
+def _atomic_dynamodb_items() -> None:
+    """Give moto's DynamoDB the per-item atomicity the real one has.
+
+    moto checks a condition and applies an update without a lock, so two threads of its server
+    can both create the same new item (one write is lost) or both pass a version condition.
+    DynamoDB serialises the writes of an item; one lock over moto's item operations does too
+    (coarser, but the tests' tables are small). The observer's conditional writes are what the
+    tests check; without this they would check moto's race instead.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "get_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_atomic", False):
+            continue
+
+        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
+
+        atomic._atomic = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, atomic)
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """moto in server mode (aioboto3 cannot use moto's in-process mock), found through the standard variables."""
+    _atomic_dynamodb_items()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
