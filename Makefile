@@ -28,6 +28,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 lint-infra: $(INFRA_STAMP)
 	$(INFRA_VENV)/bin/cfn-lint infra/*.yaml

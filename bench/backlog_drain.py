@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import clients, create_queue, depth, moto, observer, send_all, sink, sink_stats
 
-from ecs_observer._samples import lifecycle
+from ecs_observer.app.demo.samples import lifecycle
 
 CLUSTERS = 3
 

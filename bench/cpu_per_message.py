@@ -20,13 +20,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ecs_observer._ecs_event import TaskStateChange, decode
-from ecs_observer._samples import FARGATE_LIFECYCLE, state_change
-from ecs_observer._sequencer import Sequencer
-from ecs_observer._stats import Stats
-from ecs_observer._tags import TagLookup
-from ecs_observer._task_state import MemoryTaskState
-from ecs_observer._translate import PrefectEvent, translate
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
+from ecs_observer.core.ecs_event import TaskStateChange, decode
+from ecs_observer.core.translate import PrefectEvent, translate
+from ecs_observer.pipeline.sequencer import Sequencer
+from ecs_observer.pipeline.tags import TagLookup
+from ecs_observer.support.stats import Stats
 
 SIZES = {"1 KB": 1024, "4 KB": 4096, "64 KB": 65536}
 
@@ -92,7 +92,7 @@ def messages(count: int, size: int) -> tuple[list[str], dict[str, dict[str, str]
 async def observer_path(bodies: list[str], tags: dict[str, dict[str, str]]) -> float:
     """Seconds of CPU for the whole per-message path over all bodies (tags already cached, as in steady state)."""
     store = MemoryTaskState(1_000_000)  # one store for both, as in the observer
-    lookup = TagLookup(InMemoryEcs(tags), Stats(), linger=0, store=store)
+    lookup = TagLookup(InMemoryEcs(tags), store, Stats(), linger=0)
     sequencer = Sequencer(store, reorder_window=0)
     for arn in tags:  # warm the tag cache: the steady state, where DescribeTasks is rare
         await lookup.tags_for(_change_for(arn))

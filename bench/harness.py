@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import httpx
 
-from ecs_observer._sandbox import free_port
+from ecs_observer.app.demo.sandbox import free_port
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent

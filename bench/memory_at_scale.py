@@ -19,12 +19,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ecs_observer._ecs_event import TaskStateChange
-from ecs_observer._sequencer import Sequencer
-from ecs_observer._stats import Stats
-from ecs_observer._tags import TagLookup
-from ecs_observer._task_state import MemoryTaskState
-from ecs_observer._translate import translate
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.core.ecs_event import TaskStateChange
+from ecs_observer.core.translate import translate
+from ecs_observer.pipeline.sequencer import Sequencer
+from ecs_observer.pipeline.tags import TagLookup
+from ecs_observer.support.stats import Stats
 
 CHECKPOINTS = (10_000, 100_000, 500_000, 1_000_000)
 
@@ -54,7 +54,7 @@ def rss_mb() -> float:
 
 async def run(tasks: int, cache_size: int) -> None:
     store = MemoryTaskState(cache_size)  # one store for both, as in the observer
-    lookup = TagLookup(InMemoryEcs(), Stats(), cache_size=cache_size, linger=0, store=store)
+    lookup = TagLookup(InMemoryEcs(), store, Stats(), cache_size=cache_size, linger=0)
     sequencer = Sequencer(store, reorder_window=0)
     now = datetime.now(UTC)
     rows = []

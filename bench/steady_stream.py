@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import clients, create_queue, moto, observer, percentile, sink, sink_stats
 
-from ecs_observer._samples import FARGATE_LIFECYCLE, state_change
+from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
 TASKS = 100
 

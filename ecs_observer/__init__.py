@@ -1,10 +1,30 @@
-"""ecs-observer: AWS ECS task state changes of Prefect flow runs, forwarded as Prefect events."""
+"""ecs-observer: AWS ECS task state changes of Prefect flow runs, forwarded as Prefect events.
 
-from ._ecs_event import Ignored, Rejected, TaskStateChange, decode
-from ._observer import Observer, ObserverConfig
-from ._settings import Settings
-from ._translate import NotPrefects, PrefectEvent, translate
+Each name loads on first use, so that `ecs-observer healthcheck` (run every 30 s
+by ECS) starts with the standard library alone.
+"""
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app.settings import Settings
+    from .core.ecs_event import Ignored, Rejected, TaskStateChange, decode
+    from .core.translate import NotPrefects, PrefectEvent, translate
+    from .pipeline.observer import Observer, ObserverConfig
+
+_WHERE = {
+    "Ignored": ".core.ecs_event",
+    "Rejected": ".core.ecs_event",
+    "TaskStateChange": ".core.ecs_event",
+    "decode": ".core.ecs_event",
+    "NotPrefects": ".core.translate",
+    "PrefectEvent": ".core.translate",
+    "translate": ".core.translate",
+    "Observer": ".pipeline.observer",
+    "ObserverConfig": ".pipeline.observer",
+    "Settings": ".app.settings",
+}
 __all__ = [
     "Ignored",
     "NotPrefects",
@@ -17,3 +37,9 @@ __all__ = [
     "decode",
     "translate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name], __name__), name)

@@ -11,7 +11,7 @@ import aioboto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from ecs_observer._aws import AwsClients
+from ecs_observer.adapters.aws import AwsClients
 
 from .servers import PrefectServer, free_port
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ecs_observer._sandbox import free_port
+from ecs_observer.app.demo.sandbox import free_port
 
 __all__ = ["PrefectServer", "free_port"]
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ecs_observer import TaskStateChange, decode
-from ecs_observer._chain import Link, add_link, awaits_predecessor, choose_follows
-from ecs_observer._samples import lifecycle
-from ecs_observer._sequencer import Sequencer
-from ecs_observer._task_state import MemoryTaskState
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.app.demo.samples import lifecycle
+from ecs_observer.core.chain import Link, add_link, awaits_predecessor, choose_follows
+from ecs_observer.pipeline.sequencer import Sequencer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"

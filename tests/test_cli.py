@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._samples import state_change
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.app.demo.samples import state_change
 
 from .servers import PrefectServer
 from .world import depth, make_queue, make_table, send, start_tasks
@@ -215,3 +215,15 @@ def test_demo_runs_the_observer_through_the_template_and_prints_chained_events()
         ordered = sorted(chain, key=lambda e: str(e["occurred"]))
         assert [e.get("follows") for e in ordered] == [None] + [e["id"] for e in ordered[:-1]]
     assert "demo: received " in result.stderr
+
+
+def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_one_on() -> None:
+    from ecs_observer.app.settings import Settings, load_settings, observer_config
+    from ecs_observer.pipeline.config import ObserverConfig
+
+    assert observer_config(Settings()) == ObserverConfig()
+    shared = set(ObserverConfig.__dataclass_fields__) & set(Settings.model_fields)
+    assert len(shared) == 14
+    given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
+    config = observer_config(given)
+    assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)

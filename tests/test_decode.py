@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 
 from ecs_observer import Ignored, Rejected, TaskStateChange, decode
-from ecs_observer._samples import state_change
+from ecs_observer.app.demo.samples import state_change
 
 ARN = "arn:aws:ecs:us-west-2:111122223333:task/FargateCluster/c13b4cb40f1f4fe4a2971f76ae5a47ad"
 WHEN = datetime(2020, 1, 23, 17, 57, 58, 918000, tzinfo=UTC)

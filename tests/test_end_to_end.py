@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._backoff import Backoff
-from ecs_observer._prefect_api import PrefectApiSink
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.support.backoff import Backoff
 
 from .servers import PrefectServer
 from .world import FAST, REGION, assert_chains, by_id, depth, make_queue, observer, send, start_tasks
@@ -32,7 +33,7 @@ async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, p
     random.Random(1).shuffle(bodies)
     await send(aws, queue_url, bodies)
 
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     stats = await drain(aws, queue_url, sink)
     await sink.aclose()
 
@@ -74,7 +75,7 @@ async def test_lifecycles_arrive_in_prefect_with_their_chains(aws: AwsClients, p
 async def test_redelivered_message_creates_no_duplicate(aws: AwsClients, prefect: PrefectServer) -> None:
     queue_url, _ = await make_queue(aws)
     (task,) = await start_tasks(aws, 1)
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     await send(aws, queue_url, [json.dumps(e) for e in task.events])
     await drain(aws, queue_url, sink)
     # The same EventBridge events again, as SQS's at-least-once delivery or a replay would bring them.
@@ -93,7 +94,7 @@ async def test_shuffled_backlog_yields_the_same_chains_as_in_order(aws: AwsClien
     bodies = [json.dumps(e) for t in tasks for e in reversed(t.events)]
     random.Random(7).shuffle(bodies)
     await send(aws, queue_url, bodies)
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     await drain(aws, queue_url, sink, receivers=4, reorder_window=3.0)
     await sink.aclose()
     assert_chains(tasks, prefect.wait_for_events([t.resource_id for t in tasks], count=64))
@@ -115,7 +116,7 @@ async def test_poison_messages_reach_the_dead_letter_queue_while_the_rest_flow(
     bodies = [json.dumps(e) for e in task.events] + poison
     random.Random(3).shuffle(bodies)
     await send(aws, queue_url, bodies)
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=1))
     run = asyncio.create_task(obs.run())
     try:
@@ -143,7 +144,7 @@ async def test_describe_tasks_is_batched_per_100_tasks_and_never_repeated(
     queue_url, _ = await make_queue(aws)
     tasks = await start_tasks(aws, 120, cluster="big") + await start_tasks(aws, 130, tagged=False, cluster="big")
     await send(aws, queue_url, [json.dumps(t.events[0]) for t in tasks])
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     first = await drain(aws, queue_url, sink, receivers=4, describe_linger=1.0)
     assert first.describe_calls <= 3  # 250 new tasks of one cluster: ceil(250 / 100)
     # Their later changes: every task is known now, Prefect's or not.
@@ -160,7 +161,7 @@ async def test_describe_tasks_is_batched_per_100_tasks_and_never_repeated(
 async def test_known_tasks_are_not_described_again(aws: AwsClients, prefect: PrefectServer) -> None:
     queue_url, _ = await make_queue(aws)
     tasks = await start_tasks(aws, 5) + await start_tasks(aws, 5, tagged=False)
-    sink = PrefectApiSink(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
     obs = await observer(aws, queue_url, sink)
     run = asyncio.create_task(obs.run())
     try:
@@ -193,7 +194,7 @@ async def test_ignored_messages_are_deleted(aws: AwsClients, prefect: PrefectSer
         "detail": {},
     }
     await send(aws, queue_url, [json.dumps(other)] * 3)
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     stats = await drain(aws, queue_url, sink)
     await sink.aclose()
     assert stats.ignored == stats.deleted == stats.received >= 3
@@ -208,7 +209,7 @@ async def test_outage_holds_a_bounded_number_and_shutdown_returns_them(aws: AwsC
     tasks = await start_tasks(aws, 4)
     await send(aws, queue_url, [json.dumps(e) for t in tasks for e in t.events])  # 32 messages
     nothing_listens = f"http://127.0.0.1:{free_port()}/api"
-    sink = PrefectApiSink(nothing_listens, backoff=Backoff(0.1, 0.5))
+    sink = PrefectApiSink(PrefectClient(nothing_listens, backoff=Backoff(0.1, 0.5)))
     obs = await observer(aws, queue_url, sink, replace(FAST, max_in_flight=10, drain_timeout=1.0))
     run = asyncio.create_task(obs.run())
     await asyncio.sleep(4)

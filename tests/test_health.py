@@ -13,10 +13,11 @@ from pathlib import Path
 import aioboto3
 import httpx
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._health import HealthServer
-from ecs_observer._observer import Observer
-from ecs_observer._prefect_api import PrefectApiSink
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.app.health import HealthServer
+from ecs_observer.pipeline.observer import Observer
 
 from .servers import PrefectServer, free_port
 from .world import FAST, REGION, depth, make_queue, observer, send, start_tasks
@@ -51,7 +52,7 @@ async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsC
     (task,) = await start_tasks(aws, 1)
     (other,) = await start_tasks(aws, 1, tagged=False)
     await send(aws, queue_url, [json.dumps(e) for e in task.events + other.events])
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     obs = await observer(aws, queue_url, sink)
     async with observing(obs, sink) as server:
         for _ in range(100):
@@ -77,7 +78,7 @@ async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsC
 async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=dead) as unreachable:
-        sink = PrefectApiSink(f"http://127.0.0.1:{free_port()}/api")
+        sink = PrefectApiSink(PrefectClient(f"http://127.0.0.1:{free_port()}/api"))
         config = replace(FAST, sqs_silence_limit=1.0)
         obs = await observer(unreachable, f"{dead}/123456789012/nowhere", sink, config)
         async with observing(obs, sink) as server:
@@ -98,3 +99,33 @@ async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
 
 async def test_healthcheck_fails_when_nothing_answers() -> None:
     assert await healthcheck(free_port()) == 1
+
+
+def test_healthcheck_with_the_endpoint_off_passes_and_a_bad_port_is_one_line() -> None:
+    """With ECS_OBSERVER_HEALTH_PORT=0 the service serves no /healthz: the container check must not fail it."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "ECS_OBSERVER_HEALTH_PORT": "0"}
+    off = subprocess.run([EXE, "healthcheck"], env=env, capture_output=True, text=True, timeout=30)
+    assert off.returncode == 0, off
+    assert "turns /healthz off" in off.stdout
+    bad = subprocess.run([EXE, "healthcheck", "--health-port", "http"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "ecs-observer: invalid configuration: ECS_OBSERVER_HEALTH_PORT: not a port: 'http'"
+    ]
+
+
+def test_healthcheck_loads_no_aws_or_http_library() -> None:
+    """ECS runs it every 30 s: it must start in a fraction of the service's import time."""
+    import subprocess
+
+    probe = (
+        "import sys; from ecs_observer.app.cli import main; code = main(['healthcheck', '--health-port', '1']); "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'aioboto3', 'aiobotocore', 'botocore', 'httpx', 'aiohttp', 'prometheus_client', 'pydantic'}); "
+        "print(code, heavy)"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert answer.stdout.strip() == "1 []", answer

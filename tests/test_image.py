@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ecs_observer._aws import AwsClients
+from ecs_observer.adapters.aws import AwsClients
 
 from .servers import PrefectServer
 from .world import make_queue

@@ -9,21 +9,27 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from ecs_observer._backoff import Backoff
-from ecs_observer._prefect_api import EncodedEvent, PrefectApiSink
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.ports import EncodedEvent
+from ecs_observer.support.backoff import Backoff
 
 from .servers import PrefectServer
+
+# Recent: the tests read events back from the last day only (a fixed date here once expired).
+_NOW = datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def valid_event(resource: str) -> EncodedEvent:
     event_id = uuid.uuid4()
     body = {
         "id": str(event_id),
-        "occurred": "2026-11-21T10:00:00.000+00:00",
+        "occurred": _NOW,
         "event": "prefect.ecs.task.running",
         "resource": {"prefect.resource.id": resource},
         "related": [],
@@ -64,10 +70,8 @@ async def test_batch_reaches_real_prefect_and_invalid_events_are_singled_out(pre
     good = [valid_event(resource) for _ in range(5)]
     bad_id = uuid.uuid4()
     # No resource: the real server answers 422 for the batch; the sink splits it to find this one.
-    bad = EncodedEvent(
-        bad_id, json.dumps({"id": str(bad_id), "occurred": "2026-11-21T10:00:00Z", "event": "x"}).encode()
-    )
-    sink = PrefectApiSink(prefect.api_url)
+    bad = EncodedEvent(bad_id, json.dumps({"id": str(bad_id), "occurred": _NOW, "event": "x"}).encode())
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     refused = await sink.send([*good[:2], bad, *good[2:]])
     await sink.aclose()
     assert set(refused) == {bad_id}
@@ -79,14 +83,14 @@ async def test_batch_reaches_real_prefect_and_invalid_events_are_singled_out(pre
 @pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])
 async def test_transient_answers_are_retried_until_accepted(code: int) -> None:
     transport = Scripted([status(code), status(code), refuse_connection])
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.05, 0.2))
+    sink = PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.05, 0.2)))
     assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
     assert len(transport.requests) == 4
 
 
 async def test_backoff_grows_between_attempts() -> None:
     transport = Scripted([status(503)] * 4)
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.1, 5.0))
+    sink = PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.1, 5.0)))
     await sink.send([valid_event("prefect.ecs.task.a")])
     waits = gaps(transport)
     assert len(waits) == 4
@@ -96,7 +100,7 @@ async def test_backoff_grows_between_attempts() -> None:
 
 async def test_retry_after_is_honoured() -> None:
     transport = Scripted([status(429, **{"Retry-After": "1"})])
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.01, 5.0))
+    sink = PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.01, 5.0)))
     await sink.send([valid_event("prefect.ecs.task.a")])
     assert gaps(transport)[0] >= 1.0
 
@@ -104,11 +108,13 @@ async def test_retry_after_is_honoured() -> None:
 async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest.LogCaptureFixture) -> None:
     transport = Scripted([status(401), status(401), status(403)])
     sink = PrefectApiSink(
-        "http://prefect.invalid/api",
-        api_key="pnu_secret_value",
-        transport=transport,
-        backoff=Backoff(0.01, 0.05),
-        config_retry=0.3,
+        PrefectClient(
+            "http://prefect.invalid/api",
+            api_key="pnu_secret_value",
+            transport=transport,
+            backoff=Backoff(0.01, 0.05),
+            config_retry=0.3,
+        )
     )
     with caplog.at_level(logging.INFO, logger="ecs_observer"):
         assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
@@ -121,7 +127,9 @@ async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest
 
 async def test_api_key_is_a_bearer_token() -> None:
     transport = Scripted([])
-    sink = PrefectApiSink("https://api.prefect.cloud/api/accounts/a/workspaces/w", api_key="pnu_k", transport=transport)
+    sink = PrefectApiSink(
+        PrefectClient("https://api.prefect.cloud/api/accounts/a/workspaces/w", api_key="pnu_k", transport=transport)
+    )
     await sink.send([valid_event("prefect.ecs.task.a")])
     request = transport.requests[0][1]
     assert request.headers["Authorization"] == "Bearer pnu_k"
@@ -131,7 +139,7 @@ async def test_api_key_is_a_bearer_token() -> None:
 
 async def test_auth_string_is_basic_auth() -> None:
     transport = Scripted([])
-    sink = PrefectApiSink("http://prefect:4200/api/", auth_string="admin:pass", transport=transport)
+    sink = PrefectApiSink(PrefectClient("http://prefect:4200/api/", auth_string="admin:pass", transport=transport))
     await sink.send([valid_event("prefect.ecs.task.a")])
     request = transport.requests[0][1]
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"admin:pass").decode()
@@ -140,7 +148,7 @@ async def test_auth_string_is_basic_auth() -> None:
 
 async def test_refused_single_event_is_reported_not_retried() -> None:
     transport = Scripted([status(422)])
-    sink = PrefectApiSink("http://prefect.invalid/api", transport=transport)
+    sink = PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport))
     event = valid_event("prefect.ecs.task.a")
     assert set(await sink.send([event])) == {event.id}
     assert len(transport.requests) == 1

@@ -13,12 +13,12 @@ import aioboto3
 import pytest
 
 from ecs_observer import TaskStateChange, decode
-from ecs_observer._aws import AwsClients
-from ecs_observer._chain import Link
-from ecs_observer._dynamo_state import DynamoTaskState, check_table
-from ecs_observer._samples import lifecycle
-from ecs_observer._stats import Stats
-from ecs_observer._task_state import NO_TAGS, TaskTags, expires_after
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.dynamodb import DynamoTaskState, check_table
+from ecs_observer.app.demo.samples import lifecycle
+from ecs_observer.core.chain import Link
+from ecs_observer.core.task_record import NO_TAGS, TaskTags, expires_after
+from ecs_observer.support.stats import Stats
 
 from .world import REGION, make_table
 

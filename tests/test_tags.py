@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from botocore.exceptions import ClientError
 
 from ecs_observer import TaskStateChange, decode
-from ecs_observer._aws import AwsClients, EcsDescriber
-from ecs_observer._backoff import Backoff
-from ecs_observer._stats import Stats
-from ecs_observer._tags import TagLookup
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.pipeline.tags import TagLookup
+from ecs_observer.support.backoff import Backoff
+from ecs_observer.support.stats import Stats
 
 from .world import Task, start_tasks
 
@@ -45,7 +47,7 @@ async def test_throttling_is_retried_and_never_means_no_tags(aws: AwsClients) ->
     tasks = await start_tasks(aws, 3)
     describer = Throttled(EcsDescriber(aws), failures=3)
     stats = Stats()
-    lookup = TagLookup(describer, stats, linger=0.01, backoff=Backoff(0.05, 0.1))
+    lookup = TagLookup(describer, MemoryTaskState(1000), stats, linger=0.01, backoff=Backoff(0.05, 0.1))
     found = await asyncio.gather(*(lookup.tags_for(first_change(t)) for t in tasks))
     assert [f.tags["prefect.io/flow-run-id"] for f in found] == [t.run_id for t in tasks]
     assert describer.batches == [3, 3, 3, 3]  # one call for all three tasks, retried as one
@@ -56,7 +58,7 @@ async def test_lookups_of_one_cluster_share_calls_and_answers_are_cached(aws: Aw
     tasks = await start_tasks(aws, 150, cluster="shared") + await start_tasks(aws, 20, tagged=False, cluster="other")
     describer = Throttled(EcsDescriber(aws), failures=0)
     stats = Stats()
-    lookup = TagLookup(describer, stats, linger=0.2)
+    lookup = TagLookup(describer, MemoryTaskState(1000), stats, linger=0.2)
     changes = [first_change(t) for t in tasks]
     first = await asyncio.gather(*(lookup.tags_for(c) for c in changes))
     assert sorted(describer.batches) == [20, 50, 100]
@@ -76,7 +78,7 @@ async def test_task_unknown_to_ecs_is_reported_gone(aws: AwsClients) -> None:
     body = json.loads(json.dumps(task.events[0]).replace(task.arn, gone_arn))
     gone = decode(json.dumps(body))
     assert isinstance(gone, TaskStateChange)
-    lookup = TagLookup(EcsDescriber(aws), Stats(), linger=0.01)
+    lookup = TagLookup(EcsDescriber(aws), MemoryTaskState(1000), Stats(), linger=0.01)
     known, unknown = await asyncio.gather(lookup.tags_for(change), lookup.tags_for(gone))
     assert known.described
     assert not unknown.described
@@ -86,7 +88,7 @@ async def test_task_unknown_to_ecs_is_reported_gone(aws: AwsClients) -> None:
 async def test_cache_is_bounded(aws: AwsClients) -> None:
     tasks = await start_tasks(aws, 30, tagged=False, cluster="bounded")
     describer = Throttled(EcsDescriber(aws), failures=0)
-    lookup = TagLookup(describer, Stats(), cache_size=10, linger=0.01)
+    lookup = TagLookup(describer, MemoryTaskState(10), Stats(), cache_size=10, linger=0.01)
     for task in tasks:
         await lookup.tags_for(first_change(task))
     await lookup.tags_for(first_change(tasks[0]))  # evicted long ago: described again
@@ -96,7 +98,7 @@ async def test_cache_is_bounded(aws: AwsClients) -> None:
 async def test_in_a_backlog_slow_receives_still_share_one_call(aws: AwsClients) -> None:
     tasks = await start_tasks(aws, 30, cluster="backlog")
     describer = Throttled(EcsDescriber(aws), failures=0)
-    lookup = TagLookup(describer, Stats(), linger=0.1)
+    lookup = TagLookup(describer, MemoryTaskState(1000), Stats(), linger=0.1)
     lookup.intake(full=True)  # receives come back full: a backlog
     waiting = []
     for task in tasks:  # slower than the linger, as receives from a loaded SQS are
@@ -111,7 +113,7 @@ async def test_in_a_backlog_slow_receives_still_share_one_call(aws: AwsClients) 
 async def test_in_a_trickle_lookups_go_after_one_linger(aws: AwsClients) -> None:
     (task,) = await start_tasks(aws, 1, cluster="trickle")
     describer = Throttled(EcsDescriber(aws), failures=0)
-    lookup = TagLookup(describer, Stats(), linger=0.1)
+    lookup = TagLookup(describer, MemoryTaskState(1000), Stats(), linger=0.1)
     lookup.intake(full=False)
     started = asyncio.get_running_loop().time()
     await lookup.tags_for(first_change(task))

@@ -10,13 +10,16 @@ from typing import Any
 import aioboto3
 import pytest
 
-from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
-from ecs_observer._dynamo_state import TTL_ATTRIBUTE, check_table
-from ecs_observer._observer import Observer
-from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._sandbox import deploy_events_stack, put_events
-from ecs_observer._task_state import MemoryTaskState
-from ecs_observer._templates import events_template
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.dynamodb import TTL_ATTRIBUTE, check_table
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.adapters.sqs import SqsQueue
+from ecs_observer.app.demo.sandbox import deploy_events_stack, put_events
+from ecs_observer.app.demo.templates import events_template
+from ecs_observer.pipeline.observer import Observer
 
 from .servers import PrefectServer
 from .world import FAST, REGION, Task, depth, replicas, start_tasks
@@ -47,7 +50,7 @@ async def test_template_routes_watched_clusters_to_the_observer(
         )
         await put_events(bus, [e for t in watched + untagged + elsewhere for e in t.events])
 
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     queue = SqsQueue(await aws.sqs(REGION), outputs["QueueUrl"])
     observer = Observer(queue, EcsDescriber(aws), MemoryTaskState(1000), sink, replace(FAST, reorder_window=3.0))
     await asyncio.wait_for(observer.run(until_idle=2), timeout=120)

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from ecs_observer import NotPrefects, PrefectEvent, TaskStateChange, decode, translate
-from ecs_observer._samples import state_change
+from ecs_observer.app.demo.samples import state_change
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 CLUSTER = "arn:aws:ecs:us-east-1:123456789012:cluster/prefect"

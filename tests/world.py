@@ -12,15 +12,20 @@ from typing import TYPE_CHECKING, Any
 
 import aioboto3
 
-from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
-from ecs_observer._backoff import Backoff
-from ecs_observer._dynamo_state import DynamoTaskState
-from ecs_observer._observer import Observer, ObserverConfig
-from ecs_observer._prefect_api import EventSink, PrefectApiSink
-from ecs_observer._samples import lifecycle
-from ecs_observer._sandbox import start_cluster
-from ecs_observer._stats import Stats
-from ecs_observer._task_state import MemoryTaskState
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.dynamodb import DynamoTaskState
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.adapters.prefect.flow_runs import PrefectFlowRuns
+from ecs_observer.adapters.sqs import SqsQueue
+from ecs_observer.app.demo.samples import lifecycle
+from ecs_observer.app.demo.sandbox import start_cluster
+from ecs_observer.pipeline.observer import Observer, ObserverConfig
+from ecs_observer.ports import EventSink, FlowRuns
+from ecs_observer.support.backoff import Backoff
+from ecs_observer.support.stats import Stats
 
 if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef
@@ -126,10 +131,11 @@ async def depth(aws: AwsClients, queue_url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-async def observer(aws: AwsClients, queue_url: str, sink: EventSink, config: ObserverConfig = FAST) -> Observer:
-    return Observer(
-        SqsQueue(await aws.sqs(REGION), queue_url), EcsDescriber(aws), MemoryTaskState(10_000), sink, config
-    )
+async def observer(
+    aws: AwsClients, queue_url: str, sink: EventSink, config: ObserverConfig = FAST, runs: FlowRuns | None = None
+) -> Observer:
+    queue = SqsQueue(await aws.sqs(REGION), queue_url)
+    return Observer(queue, EcsDescriber(aws), MemoryTaskState(10_000), sink, config, runs=runs)
 
 
 def by_id(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -186,6 +192,7 @@ async def replicas(
     api_url: str,
     config: ObserverConfig = REPLICA,
     endpoint_url: str | None = None,
+    flow_runs: bool = False,
 ) -> AsyncIterator[list[Observer]]:
     """`count` observers, each with AWS clients and a Prefect client of its own, as separate processes would be."""
     async with AsyncExitStack() as stack:
@@ -196,8 +203,9 @@ async def replicas(
             )
             stats = Stats()
             store = DynamoTaskState(await clients.dynamodb(REGION), table, stats, backoff=Backoff(0.1, 1.0))
-            sink = PrefectApiSink(api_url, stats=stats)
-            stack.push_async_callback(sink.aclose)
+            client = PrefectClient(api_url, stats=stats)
+            stack.push_async_callback(client.aclose)
             queue = SqsQueue(await clients.sqs(REGION), queue_url)
-            observers.append(Observer(queue, EcsDescriber(clients), store, sink, config, stats))
+            runs = PrefectFlowRuns(client) if flow_runs else None
+            observers.append(Observer(queue, EcsDescriber(clients), store, PrefectApiSink(client), config, stats, runs))
         yield observers

@@ -124,6 +124,6 @@ class FaultProxy:
             passed = {
                 k: v
                 for k, v in upstream.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
             }
             return web.Response(status=upstream.status, body=payload, headers=passed)

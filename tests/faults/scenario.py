@@ -9,8 +9,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._observer import Observer
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.pipeline.observer import Observer
 
 from ..servers import PrefectServer
 from ..world import Task, assert_chains, depth, make_queue, send, start_tasks

@@ -6,11 +6,14 @@ from dataclasses import replace
 
 import aioboto3
 
-from ecs_observer._aws import AwsClients, EcsDescriber, SqsQueue
-from ecs_observer._backoff import Backoff
-from ecs_observer._observer import Observer
-from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._task_state import MemoryTaskState
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.adapters.sqs import SqsQueue
+from ecs_observer.pipeline.observer import Observer
+from ecs_observer.support.backoff import Backoff
 
 from ..servers import PrefectServer
 from ..world import FAST, REGION
@@ -45,7 +48,7 @@ async def test_sqs_and_ecs_faults_lose_nothing_and_back_off(
         aws_proxy.inject(operation, *faults)
     # The first POST hangs, so messages are held long enough to need their visibility extended.
     prefect_proxy.inject("POST /api/events", hang(8.0))
-    sink = PrefectApiSink(f"{prefect_proxy.url}/api", timeout=15, backoff=Backoff(0.1, 1.0))
+    sink = PrefectApiSink(PrefectClient(f"{prefect_proxy.url}/api", timeout=15, backoff=Backoff(0.1, 1.0)))
     try:
         async with AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=aws_proxy.url) as faulty:
             obs = Observer(

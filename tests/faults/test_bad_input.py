@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from prefect.server.events.schemas.events import Event as PrefectServerEvent
 
 from ecs_observer import Ignored, NotPrefects, PrefectEvent, Rejected, TaskStateChange, decode, translate
-from ecs_observer._aws import AwsClients
-from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._samples import FARGATE_LIFECYCLE, state_change
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
 from ..servers import PrefectServer
 from ..world import assert_chains, depth, make_queue, observer, send, start_tasks
@@ -91,7 +92,7 @@ async def test_broken_messages_end_in_the_dead_letter_queue_while_good_ones_flow
     tasks = await start_tasks(aws, 2)
     bodies = list(BROKEN.values()) + [json.dumps(e) for t in tasks for e in t.events]
     await send(aws, queue_url, bodies)
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     obs = await observer(aws, queue_url, sink)
     run = asyncio.create_task(obs.run())
     try:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ecs_observer._aws import AwsClients
+from ecs_observer.adapters.aws import AwsClients
 
 from ..world import REGION, depth, make_queue, send, start_tasks
 

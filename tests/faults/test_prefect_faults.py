@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._backoff import Backoff
-from ecs_observer._prefect_api import PrefectApiSink
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.support.backoff import Backoff
 
 from ..servers import PrefectServer
 from ..world import FAST, depth, observer
@@ -33,7 +34,7 @@ async def test_outage_longer_than_visibility_timeout_loses_nothing(aws: AwsClien
     # Visibility 2 s and 2 receives before the dead-letter queue: 12 s down must push nothing there.
     sc = await scenario(aws, max_receive=2, visibility=2)
     own_prefect.stop()
-    sink = PrefectApiSink(own_prefect.api_url, backoff=Backoff(0.2, 1.0), timeout=2)
+    sink = PrefectApiSink(PrefectClient(own_prefect.api_url, backoff=Backoff(0.2, 1.0), timeout=2))
     obs = await observer(aws, sc.queue_url, sink, replace(FAST, visibility_timeout=2))
     run = asyncio.create_task(obs.run())
     try:
@@ -59,7 +60,7 @@ async def test_errors_throttling_and_hangs_are_retried_with_backoff(
 ) -> None:
     sc = await scenario(aws)
     prefect_proxy.inject(EVENTS, status(500), status(503), status(429, **{"Retry-After": "1"}), hang(3.0))
-    sink = PrefectApiSink(f"{prefect_proxy.url}/api", backoff=Backoff(0.2, 2.0), timeout=1.0)
+    sink = PrefectApiSink(PrefectClient(f"{prefect_proxy.url}/api", backoff=Backoff(0.2, 2.0), timeout=1.0))
     # One batch for all events (long linger), so the attempts below are the retries of one request.
     obs = await observer(aws, sc.queue_url, sink, replace(FAST, linger=2.0, batch_size=1000, reorder_window=0.5))
     await run_until(obs, lambda: obs.stats.deleted >= sc.expected + 8)
@@ -86,7 +87,9 @@ async def test_refused_credentials_keep_everything_until_fixed(
         # 4th receive would move it to the dead-letter queue. The margin of one receive absorbs moto
         # handing a message out twice under concurrent receives, which real SQS does as well.
         sc = await scenario(aws, visibility=2, max_receive=3)
-        wrong = PrefectApiSink(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
+        wrong = PrefectApiSink(
+            PrefectClient(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
+        )
         obs = await observer(aws, sc.queue_url, wrong, replace(FAST, visibility_timeout=2))
         with caplog.at_level(logging.INFO, logger="ecs_observer"):
             await run_until(obs, lambda: False, within=8)
@@ -101,7 +104,7 @@ async def test_refused_credentials_keep_everything_until_fixed(
         assert await depth(aws, sc.dlq_url) == (0, 0)
 
         # Restarted with the right credentials: everything arrives.
-        right = PrefectApiSink(server.api_url, auth_string="admin:right")
+        right = PrefectApiSink(PrefectClient(server.api_url, auth_string="admin:right"))
         again = await observer(aws, sc.queue_url, right)
         await run_until(again, lambda: again.stats.deleted >= sc.expected)
         await right.aclose()

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ecs_observer._aws import AwsClients
-from ecs_observer._prefect_api import PrefectApiSink
-from ecs_observer._samples import state_change
+from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.prefect.client import PrefectClient
+from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.app.demo.samples import state_change
 
 from ..servers import PrefectServer
 from ..world import depth, make_queue, observer, send
@@ -105,7 +106,7 @@ async def test_sigterm_during_a_busy_backlog_exits_0_in_time_and_the_next_observ
     assert any(entry["message"].startswith("stopped: ") for entry in log)
 
     # What it did not finish is visible again at once (not after the 30-s visibility timeout).
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     nxt = await observer(aws, sc.queue_url, sink)
     await asyncio.wait_for(nxt.run(until_idle=2), timeout=60)
     await sink.aclose()
@@ -114,7 +115,7 @@ async def test_sigterm_during_a_busy_backlog_exits_0_in_time_and_the_next_observ
 
 async def test_two_observers_on_one_queue_deliver_each_event_once(aws: AwsClients, prefect: PrefectServer) -> None:
     sc = await scenario(aws, tagged=6)
-    sinks = [PrefectApiSink(prefect.api_url), PrefectApiSink(prefect.api_url)]
+    sinks = [PrefectApiSink(PrefectClient(prefect.api_url)), PrefectApiSink(PrefectClient(prefect.api_url))]
     both = [await observer(aws, sc.queue_url, sink) for sink in sinks]
     await asyncio.wait_for(asyncio.gather(*(o.run(until_idle=3) for o in both)), timeout=90)
     for sink in sinks:
@@ -135,7 +136,7 @@ async def test_task_whose_tags_are_gone(
     with_env = state_change(gone, "STOPPED", 9, now, flow_run_id=run_id)
     without_env = state_change(unknown, "STOPPED", 9, now)
     await send(aws, queue_url, [json.dumps(with_env), json.dumps(without_env)])
-    sink = PrefectApiSink(prefect.api_url)
+    sink = PrefectApiSink(PrefectClient(prefect.api_url))
     obs = await observer(aws, queue_url, sink)
     with caplog.at_level(logging.DEBUG, logger="ecs_observer"):
         await asyncio.wait_for(obs.run(until_idle=2), timeout=60)

@@ -8,7 +8,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-from ecs_observer._aws import AwsClients
+from ecs_observer.adapters.aws import AwsClients
 
 from ..servers import PrefectServer
 from ..world import assert_chains, depth, make_queue, make_table, replicas, send, start_tasks

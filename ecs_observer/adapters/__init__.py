@@ -1,0 +1,1 @@
+"""The adapters: each implements a port (`ecs_observer.ports`) over one outside system."""

@@ -1,0 +1,1 @@
+"""The application shell: settings, assembly of the service, the commands, health, the demo."""

@@ -1,0 +1,95 @@
+"""`ecs-observer check`: one line per check, `ok` or the reason, of what `run` needs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+from botocore.exceptions import ClientError
+
+from ..adapters.aws import AwsClients
+from ..adapters.dynamodb import check_table
+from ..adapters.prefect.client import auth_headers
+from ..adapters.sqs import SqsQueue
+from .service import open_queue, queue_region, secret
+from .settings import Settings
+
+__all__ = ["check"]
+
+
+async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
+    """One line per check, `ok` or the reason; True only if all pass."""
+    results: list[bool] = []
+
+    async def step(name: str, probe: Callable[[], Awaitable[str]]) -> None:
+        try:
+            detail = await probe()
+        except Exception as exc:  # every failure becomes a reason on its line
+            results.append(False)
+            emit(f"FAIL {name}: {type(exc).__name__}: {exc}")
+        else:
+            results.append(True)
+            emit(f"ok   {name}{': ' + detail if detail else ''}")
+
+    async def configuration() -> str:
+        settings.require_queue()
+        settings.require_prefect()
+        return ""
+
+    await step("configuration", configuration)
+    if not results[-1]:
+        return False
+    async with AwsClients() as clients:
+        holder: list[SqsQueue] = []
+
+        async def queue() -> str:
+            found = await open_queue(clients, settings)
+            waiting = await found.waiting()
+            holder.append(found)
+            return f"{found.url} ({waiting} messages waiting)"
+
+        async def receive() -> str:
+            if not holder:
+                raise RuntimeError("no queue")
+            # Peeks without taking: visibility 0 leaves any message for the running observers.
+            await holder[0].receive(1, 0, 0)
+            return ""
+
+        async def describe() -> str:
+            region = settings.queue_region or clients.default_region()
+            ecs = await clients.ecs(region)
+            try:
+                await ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"])
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if "AccessDenied" in code or "Unauthorized" in code or "Unrecognized" in code:
+                    raise
+                # A probe task in a cluster that may not exist: any answer but a denial shows the permission.
+                return f"allowed in {region} ({code} for the probe task)"
+            return f"allowed in {region}"
+
+        async def prefect() -> str:
+            url = str(settings.prefect_api_url).rstrip("/")
+            headers = auth_headers(secret(settings.prefect_api_key), secret(settings.prefect_api_auth_string))
+            async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+                answer = await http.post(f"{url}/events/filter", json={"limit": 1})
+            if answer.status_code in (401, 403):
+                raise RuntimeError(
+                    f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)"
+                )
+            answer.raise_for_status()
+            return url
+
+        async def table() -> str:
+            if not holder or settings.state_table is None:
+                raise RuntimeError("no queue")
+            client = await clients.dynamodb(queue_region(settings, holder[0].url))
+            return await check_table(client, settings.state_table)
+
+        await step("queue exists", queue)
+        await step("queue can be read", receive)
+        await step("ecs:DescribeTasks allowed", describe)
+        if settings.state_table is not None:
+            await step("state table usable", table)
+        await step("Prefect API answers", prefect)
+    return all(results)

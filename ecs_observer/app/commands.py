@@ -1,0 +1,154 @@
+"""The `ecs-observer` commands but `healthcheck`: run, check, translate, dlq, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..core.ecs_event import Ignored, Rejected, decode
+from ..core.translate import NotPrefects, translate
+from .healthcheck import DEFAULT_HEALTH_PORT, EXIT_CONFIG, HEALTH_PORT_ENV
+from .healthcheck import main as healthcheck
+from .logs import configure_logging
+from .settings import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+_SECRET_FIELDS = {"prefect_api_key", "prefect_api_auth_string"}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also read from its environment variable)")
+    for name, field in Settings.model_fields.items():
+        if name in ("log_format", "log_level"):
+            continue
+        env = _env_var(name)
+        kind = "secret; prefer the environment" if name in _SECRET_FIELDS else ""
+        help_text = f"{field.description or ''} [{env}{'; ' + kind if kind else ''}]"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE", help=help_text)
+
+
+def _env_var(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    choices = getattr(alias, "choices", None)
+    return str(choices[1]) if choices else f"ECS_OBSERVER_{name.upper()}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecs-observer",
+        description="Forwards AWS ECS task state changes of Prefect flow runs to the Prefect events API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the observer service until SIGTERM/SIGINT")
+    _add_settings_flags(run)
+    check = commands.add_parser("check", help="check configuration, queue, DescribeTasks permission and Prefect API")
+    _add_settings_flags(check)
+    tr = commands.add_parser(
+        "translate", help="print the Prefect event the observer would forward for one EventBridge event"
+    )
+    tr.add_argument("file", nargs="?", help="file holding the EventBridge event (default: stdin)")
+    tr.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag of the task (repeatable)")
+    tr.add_argument("--follows", default=None, metavar="UUID", help="id of the previous state change, if any")
+    health = commands.add_parser("healthcheck", help="exit 0 if the local observer's /healthz answers 200, else 1")
+    health.add_argument(
+        "--health-port",
+        dest="health_port",
+        default=None,
+        metavar="PORT",
+        help=f"port of /healthz [{HEALTH_PORT_ENV}, default {DEFAULT_HEALTH_PORT}]",
+    )
+    dlq = commands.add_parser("dlq", help="show or redrive the queue's dead-letter queue")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_show = dlq_commands.add_parser("show", help="list dead letters with the reason the observer rejects each")
+    dlq_show.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
+    _add_settings_flags(dlq_show)
+    dlq_redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the source queue")
+    _add_settings_flags(dlq_redrive)
+    demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
+    demo.add_argument(
+        "--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)"
+    )
+    for sub in (run, check, tr, health, dlq_show, dlq_redrive, demo):
+        sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
+        sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "healthcheck":
+        return healthcheck(["--health-port", args.health_port] if args.health_port is not None else [])
+    overrides = {name: getattr(args, name, None) for name in Settings.model_fields}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "translate":
+        return _translate(args)
+    # Only the service logs JSON on stdout (for CloudWatch); the other commands keep stdout for their
+    # output (events, check lines, dead letters) and log as text on stderr unless asked otherwise.
+    log_format = args.log_format or (settings.log_format if args.command == "run" else "text")
+    configure_logging(log_format, settings.log_level)
+    try:
+        if args.command == "run":
+            from .service import run_service
+
+            asyncio.run(run_service(settings))
+            return 0
+        if args.command == "check":
+            from .check import check
+
+            return 0 if asyncio.run(check(settings, print)) else 1
+        if args.command == "dlq":
+            from .service import dead_letters
+
+            limit = getattr(args, "limit", 0)
+            return asyncio.run(dead_letters(settings, args.dlq_command, limit, print, sys.stderr.isatty()))
+        from .demo import run_demo
+
+        return asyncio.run(run_demo(settings))
+    except ConfigError as exc:
+        print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _translate(args: argparse.Namespace) -> int:
+    body = Path(args.file).read_text() if args.file else sys.stdin.read()
+    tags: dict[str, str] = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"ecs-observer: --tag {item!r} is not KEY=VALUE", file=sys.stderr)
+            return EXIT_CONFIG
+        tags[key] = value
+    follows = None
+    if args.follows:
+        from ..core.ecs_event import parse_uuid
+
+        follows = parse_uuid(args.follows)
+        if follows is None:
+            print(f"ecs-observer: --follows {args.follows!r} is not a UUID", file=sys.stderr)
+            return EXIT_CONFIG
+    decoded = decode(body)
+    if isinstance(decoded, Rejected):
+        print(f"rejected: {decoded.reason}", file=sys.stderr)
+        return 1
+    if isinstance(decoded, Ignored):
+        print(f"ignored: not an ECS task state change ({decoded.reason})", file=sys.stderr)
+        return 0
+    event = translate(decoded, tags, follows)
+    if isinstance(event, NotPrefects):
+        print(f"filtered: task {decoded.task_arn} is not Prefect's: {event.reason}", file=sys.stderr)
+        return 0
+    for warning in event.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(event.to_json(), indent=2))
+    return 0

@@ -1,0 +1,118 @@
+"""`/healthz` and `/metrics` over HTTP, for the container health check and Prometheus.
+
+Metrics are read from the observer's Stats at scrape time, so the counts are
+kept once and the log summaries and `/metrics` always agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..support.stats import Stats
+
+__all__ = ["HealthServer"]
+
+_COUNTERS = {
+    "received": ("messages_received", "SQS messages received"),
+    "forwarded": ("events_forwarded", "Events accepted by the Prefect API"),
+    "filtered": ("messages_filtered", "State changes of tasks that are not Prefect's"),
+    "ignored": ("messages_ignored", "Messages that are not ECS task state changes, deleted"),
+    "rejected": ("messages_rejected", "Messages that cannot be processed, left for the dead-letter queue"),
+    "invalid_events": ("events_invalid", "Events the Prefect API refused as invalid"),
+    "deleted": ("messages_deleted", "Messages deleted from the queue"),
+    "describe_calls": ("describe_tasks_calls", "ECS DescribeTasks calls"),
+    "described_tasks": ("described_tasks", "Tasks named in ECS DescribeTasks calls"),
+    "tag_cache_hits": ("tag_cache_hits", "Tag lookups answered from the cache"),
+    "shared_tag_hits": ("shared_tag_hits", "Tag lookups answered by the shared task state (another replica)"),
+}
+
+
+class _StatsCollector(Collector):
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._stats.counts()
+        for field, (name, doc) in _COUNTERS.items():
+            yield CounterMetricFamily(f"ecs_observer_{name}", doc, value=counts[field])
+        yield GaugeMetricFamily("ecs_observer_in_flight_messages", "Messages held in flight", value=counts["in_flight"])
+        sqs = CounterMetricFamily("ecs_observer_sqs_calls", "SQS API calls by API", labels=["api"])
+        for api, n in sorted(self._stats.sqs_calls.items()):
+            sqs.add_metric([api], n)
+        yield sqs
+        retries = CounterMetricFamily("ecs_observer_retries", "Retried calls by cause", labels=["cause"])
+        for cause, n in sorted(self._stats.retries.items()):
+            retries.add_metric([cause], n)
+        yield retries
+        errors = CounterMetricFamily(
+            "ecs_observer_sink_errors", "Failed Prefect API requests by status", labels=["status"]
+        )
+        for status, n in sorted(self._stats.sink_errors.items()):
+            errors.add_metric([status], n)
+        yield errors
+        dynamodb = CounterMetricFamily(
+            "ecs_observer_dynamodb_calls", "DynamoDB calls for the shared task state, by API", labels=["api"]
+        )
+        for api, n in sorted(self._stats.dynamodb_calls.items()):
+            dynamodb.add_metric([api], n)
+        yield dynamodb
+        units = CounterMetricFamily(
+            "ecs_observer_dynamodb_capacity_units",
+            "DynamoDB request units (estimated: 1 per item read, 1 per write)",
+            labels=["kind"],
+        )
+        for kind, amount in sorted(self._stats.dynamodb_units.items()):
+            units.add_metric([kind], amount)
+        yield units
+        yield from self._stats.forward_latency.collect()
+
+
+class HealthServer:
+    """Serves `health()` (ok, details) at /healthz and the stats at /metrics."""
+
+    # All interfaces by default: Prometheus scrapes the task from outside the container.
+    def __init__(
+        self,
+        stats: Stats,
+        health: Callable[[], tuple[bool, dict[str, Any]]],
+        port: int,
+        host: str = "0.0.0.0",  # noqa: S104
+    ) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_StatsCollector(stats))
+        self._health = health
+        self._port = port
+        self._host = host
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        self.port = port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server  # the bound port, when 0 asked for any free one
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok, details = self._health()
+        return web.Response(
+            status=200 if ok else 503, text=json.dumps({"ok": ok, **details}), content_type="application/json"
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": "text/plain; version=0.0.4"})

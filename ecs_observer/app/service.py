@@ -1,0 +1,141 @@
+"""Assembles the observer from settings: the one place that plugs adapters into the pipeline.
+
+`run_service` runs it until SIGTERM; `dead_letters` serves the `dlq` commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from botocore.exceptions import ClientError
+
+from ..adapters.aws import AwsClients
+from ..adapters.dynamodb import DynamoTaskState
+from ..adapters.ecs import EcsDescriber
+from ..adapters.memory import MemoryTaskState
+from ..adapters.prefect.client import PrefectClient
+from ..adapters.prefect.events import PrefectApiSink
+from ..adapters.prefect.flow_runs import PrefectFlowRuns
+from ..adapters.sqs import SqsQueue
+from ..pipeline.observer import Observer
+from ..ports import TaskStateStore
+from ..support.stats import Stats
+from .dlq import find_dead_letter_queue, format_entries
+from .health import HealthServer
+from .settings import ConfigError, Settings, observer_config
+
+__all__ = ["dead_letters", "open_queue", "prefect_client", "prefect_sink", "queue_region", "run_service", "secret"]
+
+log = logging.getLogger("ecs_observer")
+
+
+def secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return str(get()) if get is not None else None
+
+
+def prefect_client(settings: Settings, api_url: str, stats: Stats | None = None) -> PrefectClient:
+    """The one Prefect HTTP client of this process: every route the observer uses goes through it."""
+    return PrefectClient(
+        api_url,
+        api_key=secret(settings.prefect_api_key),
+        auth_string=secret(settings.prefect_api_auth_string),
+        timeout=settings.http_timeout,
+        stats=stats,
+    )
+
+
+def prefect_sink(settings: Settings, api_url: str, stats: Stats | None = None) -> PrefectApiSink:
+    return PrefectApiSink(prefect_client(settings, api_url, stats))
+
+
+async def open_queue(clients: AwsClients, settings: Settings) -> SqsQueue:
+    """The queue by URL, or by name through GetQueueUrl (as prefect-aws configures it)."""
+    sqs = await clients.sqs(queue_region(settings, settings.queue_url))
+    if settings.queue_url:
+        return SqsQueue(sqs, settings.queue_url)
+    answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
+    return SqsQueue(sqs, answer["QueueUrl"])
+
+
+def queue_region(settings: Settings, url: str | None) -> str | None:
+    """The queue's region (the state table lives beside it); None: the AWS configuration's."""
+    if settings.queue_region or not url or ".amazonaws.com" not in url:
+        return settings.queue_region
+    return url.split("//", 1)[1].split(".")[1]  # https://sqs.<region>.amazonaws.com/...
+
+
+async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats: Stats) -> TaskStateStore:
+    if settings.state_table is None:
+        return MemoryTaskState(settings.cache_size)
+    region = queue_region(settings, queue.url) or clients.default_region()
+    client = await clients.dynamodb(region)
+    try:
+        await client.describe_table(TableName=settings.state_table)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            raise ConfigError(
+                f"ECS_OBSERVER_STATE_TABLE: no table {settings.state_table!r} in {region} (the queue's region)"
+            ) from None
+        # Anything else may pass (a denial of DescribeTable alone, throttling): the store's calls retry.
+        log.warning("could not describe the state table %s: %s", settings.state_table, exc)
+    return DynamoTaskState(client, settings.state_table, stats)
+
+
+async def run_service(settings: Settings) -> Observer:
+    """Run until SIGTERM or SIGINT, then drain and return the observer (for its stats)."""
+    settings.require_queue()
+    api_url = settings.require_prefect()
+    async with AsyncExitStack() as stack:
+        clients = await stack.enter_async_context(AwsClients())
+        queue = await open_queue(clients, settings)
+        stats = Stats()
+        client = prefect_client(settings, api_url, stats)
+        stack.push_async_callback(client.aclose)
+        store = await _state(clients, settings, queue, stats)
+        observer = Observer(
+            queue,
+            EcsDescriber(clients),
+            store,
+            PrefectApiSink(client),
+            observer_config(settings),
+            stats,
+            PrefectFlowRuns(client),
+        )
+        if settings.health_port:
+            health = HealthServer(stats, observer.health, settings.health_port)
+            await health.start()
+            stack.push_async_callback(health.stop)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, observer.stop)
+        log.info(
+            "observing %s; forwarding to %s; task state %s",
+            queue.url,
+            api_url,
+            f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
+        )
+        try:
+            await observer.run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+    return observer
+
+
+async def dead_letters(settings: Settings, action: str, limit: int, emit: Callable[[str], None], progress: bool) -> int:
+    """`dlq show` or `dlq redrive` for the configured queue's dead-letter queue."""
+    settings.require_queue()
+    async with AwsClients() as clients:
+        queue = await open_queue(clients, settings)
+        dlq = await find_dead_letter_queue(queue.client, queue.url)
+        if action == "show":
+            format_entries(await dlq.show(limit), emit)
+        else:
+            moved = await dlq.redrive(progress)
+            emit(f"moved {moved} message(s) from {dlq.url} back to {queue.url}")
+    return 0

@@ -1,0 +1,112 @@
+"""What to do with one message, as a value: the pipeline decides, then carries the decision out.
+
+New behaviour lands as a new decision (or, later, an effect a `Forward` carries),
+not as another branch among the pipeline's awaits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from .diagnosis import Diagnosis
+from .ecs_event import Decoded, Ignored, Rejected, TaskStateChange
+from .run_states import PLACING
+from .task_record import TaskTags
+from .translate import PrefectEvent
+
+__all__ = [
+    "Ack",
+    "Decision",
+    "Effect",
+    "Forward",
+    "KeepRunTrue",
+    "Release",
+    "WriteDiagnosis",
+    "effects_of",
+    "settle",
+    "triage",
+    "unowned",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeepRunTrue:
+    """Read the run's state and propose what the change calls for (`run_states.propose`)."""
+
+    run_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDiagnosis:
+    """Write the diagnosis of a failed stop to the run's logs, once per stopped task."""
+
+    run_id: UUID
+    diagnosis: Diagnosis
+
+
+Effect = KeepRunTrue | WriteDiagnosis
+
+
+def effects_of(change: TaskStateChange, run_id: UUID, diagnosis: Diagnosis | None) -> tuple[Effect, ...]:
+    """What a change of a Prefect task does to its flow run, besides its event."""
+    if change.last_status in PLACING:
+        return (KeepRunTrue(run_id),)
+    if change.stop is None or diagnosis is None:
+        return ()
+    if diagnosis.failed:
+        return (KeepRunTrue(run_id), WriteDiagnosis(run_id, diagnosis))
+    return (KeepRunTrue(run_id),)  # a clean exit changes nothing, but a run still Cancelling is finished
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Delete the message: it is done. `outcome` names what became of it (a count of the stats)."""
+
+    outcome: Literal["ignored", "filtered", "forwarded"]
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Stop holding the message: it comes back, and after its redrive count goes to the dead-letter queue."""
+
+    reason: str
+    refused_event: bool = False  # the Prefect API refused the message's event
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send this event for the change and apply its effects, in the task's version order; the
+    message is done once Prefect has answered the event (see `settle`) and every effect."""
+
+    change: TaskStateChange
+    event: PrefectEvent
+    effects: tuple[Effect, ...] = ()
+    diagnosis: Diagnosis | None = None
+
+
+Decision = Ack | Release | Forward
+
+
+def triage(decoded: Decoded) -> Ack | Release | TaskStateChange:
+    """Decoding's verdict: a change goes on; anything else is decided here."""
+    if isinstance(decoded, Ignored):
+        return Ack("ignored", decoded.reason)
+    if isinstance(decoded, Rejected):
+        return Release(decoded.reason)
+    return decoded
+
+
+def unowned(change: TaskStateChange, tags: TaskTags) -> Ack:
+    """A change of a task that is not Prefect's: deleted, with why."""
+    gone = "" if tags.described else " (ECS no longer knows it)"
+    return Ack("filtered", f"task {change.task_arn} is not Prefect's{gone}")
+
+
+def settle(forward: Forward, refused: str | None) -> Ack | Release:
+    """Prefect's answer to the event: accepted (None), or refused with a reason."""
+    if refused is None:
+        return Ack("forwarded")
+    return Release(f"the Prefect API refused event {forward.event.id}: {refused}", refused_event=True)

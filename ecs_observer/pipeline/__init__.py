@@ -1,0 +1,1 @@
+"""The pipeline: receive, decide, forward, acknowledge; written against the ports alone."""

@@ -1,0 +1,30 @@
+"""The pipeline's tunables, with their defaults: the one source the settings derive from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..support.backoff import Backoff
+
+__all__ = ["ObserverConfig"]
+
+
+@dataclass(frozen=True)
+class ObserverConfig:
+    receivers: int = 4
+    max_in_flight: int = 1000
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 60
+    batch_size: int = 200
+    batch_bytes: int = 1_000_000
+    linger: float = 0.05
+    describe_linger: float = 0.1
+    reorder_window: float = 2.0
+    cache_size: int = 100_000
+    drain_timeout: float = 25.0
+    describe_claim: float = 30.0  # with shared state: how long other replicas wait for a claimant's tags
+    flow_run_states: bool = True  # keep flow runs true to their tasks (needs a FlowRuns port)
+    container_name: str = "prefect"  # the orchestration container, as the Prefect ECS worker names it
+    summary_interval: float = 60.0
+    sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
+    backoff: Backoff = field(default_factory=Backoff)

@@ -1,0 +1,150 @@
+"""The messages the observer holds: deleted in batches once done, kept invisible while in flight.
+
+While the Prefect API or ECS is down, messages wait in flight; their visibility
+is extended before it runs out, so that an outage does not count as failed
+receives and push good messages into the dead-letter queue. A failed delete
+is harmless: the message comes back and yields the identical event, which
+Prefect deduplicates by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from ..ports import Message, MessageQueue
+from ..support.backoff import Backoff
+from ..support.stats import Stats
+
+__all__ = ["Leases"]
+
+log = logging.getLogger("ecs_observer.sqs")
+SQS_BATCH = 10
+
+
+class Leases:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        stats: Stats,
+        *,
+        visibility_timeout: int,
+        delete_linger: float = 0.05,
+        backoff: Backoff = Backoff(0.2, 5.0),
+    ) -> None:
+        self._queue = queue
+        self._stats = stats
+        self._visibility = visibility_timeout
+        self._linger = delete_linger
+        self._backlog = False  # set while receives come back full: more deletes are on their way
+        self._backoff = backoff.hooked(stats.retried)
+        self._deadlines: dict[str, tuple[Message, float]] = {}  # message id -> (message, visible again at)
+        self._to_delete: list[Message] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._deletes: set[asyncio.Task[None]] = set()
+
+    def hold(self, message: Message) -> None:
+        self._deadlines[message.message_id] = (message, asyncio.get_running_loop().time() + self._visibility)
+
+    def release(self, message: Message) -> None:
+        """Stop extending: the message becomes visible again when its timeout runs out."""
+        self._deadlines.pop(message.message_id, None)
+
+    def ack(self, message: Message) -> None:
+        self._to_delete.append(message)
+        if len(self._to_delete) >= SQS_BATCH:
+            self._flush()
+        elif self._timer is None:
+            # In a backlog, wait longer for a full batch of 10: one DeleteMessageBatch per 10 messages.
+            linger = 10 * self._linger if self._backlog else self._linger
+            self._timer = asyncio.get_running_loop().call_later(linger, self._flush)
+
+    def flush_all(self) -> None:
+        """Send the waiting deletes now: no more can come (the in-flight bound is reached)."""
+        if self._to_delete:
+            self._flush()
+
+    def intake(self, full: bool) -> None:
+        """Told after each receive: a short one means the backlog is drained, so pending deletes go now."""
+        was, self._backlog = self._backlog, full
+        if was and not full and self._to_delete:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._to_delete:
+            batch, self._to_delete = self._to_delete[:SQS_BATCH], self._to_delete[SQS_BATCH:]
+            task = asyncio.get_running_loop().create_task(self._delete(batch))
+            self._deletes.add(task)
+            task.add_done_callback(self._deletes.discard)
+
+    async def _delete(self, batch: Sequence[Message]) -> None:
+        async def delete() -> dict[str, str]:
+            self._stats.sqs_calls["DeleteMessageBatch"] += 1
+            answer = await self._queue.delete(batch)
+            self._stats.sqs_succeeded()
+            return answer
+
+        try:
+            failed = await self._backoff.call("delete", delete, limit=5)
+        except Exception as exc:
+            log.warning("DeleteMessageBatch failed for %d message(s); they will be redelivered: %s", len(batch), exc)
+            failed = {m.message_id: str(exc) for m in batch}
+        for message in batch:
+            self.release(message)
+            if message.message_id in failed:
+                log.warning(
+                    "could not delete message %s (it will be redelivered): %s",
+                    message.message_id,
+                    failed[message.message_id],
+                )
+            else:
+                self._stats.deleted += 1
+
+    async def flush(self) -> None:
+        """Send the pending deletes and wait for all of them."""
+        self._flush()
+        await asyncio.gather(*self._deletes, return_exceptions=True)
+
+    async def keep_alive(self) -> None:
+        """Extend the visibility of held messages whose timeout is past half; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(1.0, self._visibility / 4))
+            now = loop.time()
+            due = [m for m, deadline in self._deadlines.values() if deadline - now < self._visibility / 2]
+            await self._set_visibility(due, self._visibility)
+
+    async def hand_back(self, messages: Sequence[Message]) -> None:
+        """Make messages that will not be processed visible again at once."""
+        await self._set_visibility(messages, 0)
+
+    async def return_unfinished(self) -> int:
+        """Make the messages still held visible at once, for the next observer to take."""
+        unfinished = [m for m, _ in self._deadlines.values()]
+        await self._set_visibility(unfinished, 0)
+        self._deadlines.clear()
+        return len(unfinished)
+
+    async def _set_visibility(self, messages: Sequence[Message], visibility: int) -> None:
+        now = asyncio.get_running_loop().time()
+        for start in range(0, len(messages), SQS_BATCH):
+            batch = messages[start : start + SQS_BATCH]
+            self._stats.sqs_calls["ChangeMessageVisibilityBatch"] += 1
+            try:
+                failed = await self._queue.change_visibility(batch, visibility)
+                self._stats.sqs_succeeded()
+            except Exception as exc:
+                self._stats.retries["change_visibility"] += 1
+                log.warning("ChangeMessageVisibilityBatch failed for %d message(s); retrying soon: %s", len(batch), exc)
+                continue
+            for message in batch:
+                if message.message_id in failed:
+                    log.info(
+                        "cannot change visibility of message %s: %s", message.message_id, failed[message.message_id]
+                    )
+                elif visibility and message.message_id in self._deadlines:
+                    self._deadlines[message.message_id] = (message, now + visibility)

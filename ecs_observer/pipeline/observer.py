@@ -1,0 +1,194 @@
+"""The observer: wires the pipeline and carries out each message's decision.
+
+receive (`Intake`) -> decode -> decide (`Policy`: tags, filter, sequence, build)
+-> carry out: acknowledge (`Leases`), release, or forward (`Forwarder`) and
+settle on Prefect's answer. Each I/O part comes in through a port
+(MessageQueue, TaskDescriber, TaskStateStore, EventSink), so tests run it
+against moto, a real Prefect server, or a sink that fails on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from cachetools import LRUCache
+
+from ..core.decision import Ack, Decision, Forward, Release, settle
+from ..core.ecs_event import Decoded, TaskStateChange, decode
+from ..core.task_record import TaskRecord
+from ..ports import EventSink, FlowRuns, Message, MessageQueue, TaskDescriber, TaskStateStore
+from ..support.stats import Stats
+from .config import ObserverConfig
+from .effects import Effects
+from .forwarder import Forwarder
+from .intake import Intake
+from .leases import Leases
+from .policy import Policy
+from .sequencer import Sequencer
+from .tags import TagLookup
+from .watch import StateWatch
+
+__all__ = ["Observer", "ObserverConfig"]
+
+log = logging.getLogger("ecs_observer")
+_Records = asyncio.Task[Mapping[str, TaskRecord]]  # a receive batch's task state, loaded once
+
+
+class Observer:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        describer: TaskDescriber,
+        store: TaskStateStore,
+        sink: EventSink,
+        config: ObserverConfig,
+        stats: Stats | None = None,
+        runs: FlowRuns | None = None,
+    ) -> None:
+        """Without `runs` (or with `flow_run_states` off) only events are forwarded."""
+        self.stats = stats = stats or Stats()
+        self._config = config
+        self._store = store
+        self._watch = StateWatch(store)
+        self._tags = TagLookup(
+            describer,
+            store,
+            stats,
+            cache_size=config.cache_size,
+            linger=config.describe_linger,
+            backoff=config.backoff,
+            claim_seconds=config.describe_claim,
+            watch=self._watch,
+        )
+        run_states = runs is not None and config.flow_run_states
+        sequencer = Sequencer(store, config.reorder_window, self._watch)
+        self._policy = Policy(self._tags, sequencer, store, container_name=config.container_name, run_states=run_states)
+        self._effects = Effects(runs, store, stats, config.linger) if runs is not None else None
+        self._forwarder = Forwarder(
+            sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
+        )
+        self._leases = Leases(queue, stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
+        self._intake = Intake(queue, self._leases, (self._tags, self._leases), stats, config, self._dispatch)
+        self._handlers: set[asyncio.Task[None]] = set()
+        # Bounded, so that each broken message is logged once, not on every redelivery.
+        self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+
+    def stop(self) -> None:
+        """Stop receiving; `run` then drains within the drain timeout and returns."""
+        self._intake.stop()
+
+    async def run(self, until_idle: int | None = None) -> None:
+        """Observe until stopped, or until `until_idle` receives in a row found the queue empty."""
+        self._intake.start(until_idle, busy=lambda: bool(self._handlers))
+        helpers = [asyncio.create_task(self._leases.keep_alive()), asyncio.create_task(self._summaries())]
+        try:
+            await self._intake.stopping.wait()
+        finally:
+            log.info("stopping: no new messages; finishing %d in flight", len(self._handlers))
+            await asyncio.gather(self._intake.end(), self._drain())
+            returned = await self._leases.return_unfinished()
+            if returned:
+                log.warning("%d message(s) unfinished at shutdown were returned to the queue", returned)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            log.info("stopped: %s", self.stats.summary())
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        reasons, details = self._intake.health()
+        if reasons:
+            details["reason"] = "; ".join(reasons)
+        return not reasons, details
+
+    async def _drain(self) -> None:
+        if self._handlers:
+            _, pending = await asyncio.wait(set(self._handlers), timeout=self._config.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._policy.close()
+        await self._tags.close()
+        await self._watch.close()
+        if self._effects is not None:
+            await self._effects.close()
+        await self._forwarder.close()
+        await self._leases.flush()
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        decoded = [(message, decode(message.body)) for message in messages]
+        # Lower versions of a task first, so that a batch needs no reorder wait.
+        decoded.sort(key=lambda pair: _order(pair[1]))
+        records = self._policy.load([outcome for _, outcome in decoded if isinstance(outcome, TaskStateChange)])
+        for message, outcome in decoded:
+            self.stats.received += 1
+            self.stats.in_flight += 1
+            self._leases.hold(message)
+            task = asyncio.create_task(self._handle(message, outcome, records))
+            self._handlers.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self.stats.in_flight -= 1
+        self._intake.freed()
+
+    async def _handle(self, message: Message, outcome: Decoded, records: _Records | None) -> None:
+        try:
+            record = None
+            if isinstance(outcome, TaskStateChange) and records is not None:
+                record = (await asyncio.shield(records)).get(outcome.task_arn)
+            await self._carry_out(message, await self._policy.decide(outcome, record))
+        except asyncio.CancelledError:
+            # Shutdown: the message stays held, so that it is handed back to the queue at once.
+            raise
+        except Exception:
+            log.exception("message %s failed unexpectedly; it stays in the queue", message.message_id)
+            self._leases.release(message)
+
+    async def _carry_out(self, message: Message, decision: Decision) -> None:
+        if isinstance(decision, Forward):
+            effects = self._effects.schedule(decision) if self._effects is not None else None
+            refused = await self._forwarder.forward(decision.event)
+            if effects is not None:
+                await asyncio.shield(effects)
+            decision_after = settle(decision, refused)
+            if isinstance(decision_after, Ack):
+                latency = (datetime.now(UTC) - decision.change.emitted).total_seconds()
+                self.stats.forward_latency.observe(max(0.0, latency))
+            decision = decision_after
+        if isinstance(decision, Ack):
+            setattr(self.stats, decision.outcome, getattr(self.stats, decision.outcome) + 1)
+            if decision.note:
+                log.debug("message %s %s: %s", message.message_id, decision.outcome, decision.note)
+            self._leases.ack(message)
+        else:
+            self._reject(message, decision)
+
+    def _reject(self, message: Message, release: Release) -> None:
+        self.stats.rejected += 1
+        self.stats.invalid_events += release.refused_event
+        level = logging.DEBUG if message.message_id in self._logged_rejections else logging.WARNING
+        self._logged_rejections[message.message_id] = True
+        log.log(
+            level,
+            "message %s rejected, left for the dead-letter queue (receive %d): %s",
+            message.message_id,
+            message.receive_count,
+            release.reason,
+        )
+        self._leases.release(message)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.summary_interval)
+            log.info("summary: %s", self.stats.summary())
+
+
+def _order(outcome: Decoded) -> tuple[str, int]:
+    if isinstance(outcome, TaskStateChange):
+        return (outcome.task_arn, outcome.version or 0)
+    return ("", 0)

@@ -1,0 +1,87 @@
+"""The per-message policy: a decoded message in, a `Decision` out.
+
+The rules are the core's (`core.decision`, `core.translate`); this module adds
+only the lookups they need: the task's tags (batched DescribeTasks, shared
+state) and its previous change (the reorder window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from cachetools import LRUCache
+
+from ..core.decision import Decision, Forward, effects_of, triage, unowned
+from ..core.diagnosis import diagnose
+from ..core.ecs_event import Decoded, TaskStateChange
+from ..core.task_record import TaskRecord
+from ..core.translate import build_event, flow_run_id
+from ..ports import TaskStateStore
+from .sequencer import Sequencer
+from .tags import TagLookup
+
+__all__ = ["Policy"]
+
+log = logging.getLogger("ecs_observer")
+
+
+class Policy:
+    def __init__(
+        self,
+        tags: TagLookup,
+        sequencer: Sequencer,
+        store: TaskStateStore,
+        *,
+        container_name: str = "prefect",
+        run_states: bool = True,
+    ) -> None:
+        self._tags = tags
+        self._sequencer = sequencer
+        self._store = store
+        self._loads: set[asyncio.Task[Mapping[str, TaskRecord]]] = set()
+        self._container_name = container_name
+        self._run_states = run_states
+        # Bounded, so that a task's tag problems are logged once, not on every change.
+        self._warned_tasks: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+
+    def load(self, changes: list[TaskStateChange]) -> asyncio.Task[Mapping[str, TaskRecord]] | None:
+        """One read of the task state for a whole receive batch. Tasks known here not to be
+        Prefect's are left out: most tasks in an account are not, and their answer never changes."""
+        wanted = {change.task_arn for change in changes if self._may_be_prefects(change)}
+        if not wanted:
+            return None
+        load = asyncio.create_task(self._store.load(wanted))
+        self._loads.add(load)
+        load.add_done_callback(self._loads.discard)
+        return load
+
+    async def close(self) -> None:
+        for load in self._loads:
+            load.cancel()
+        await asyncio.gather(*self._loads, return_exceptions=True)
+
+    def _may_be_prefects(self, change: TaskStateChange) -> bool:
+        known = self._tags.cached(change.task_arn)
+        return known is None or flow_run_id(change, known.tags) is not None
+
+    async def decide(self, decoded: Decoded, record: TaskRecord | None) -> Decision:
+        """`record` is the task's shared state, loaded with the message's receive batch."""
+        change = triage(decoded)
+        if not isinstance(change, TaskStateChange):
+            return change
+        tags = await self._tags.tags_for(change, record)
+        # Checked before sequencing: the sequencer's memory holds Prefect's tasks only.
+        run_id = flow_run_id(change, tags.tags)
+        if run_id is None:
+            return unowned(change, tags)
+        follows = await self._sequencer.follows(change, record.links if record is not None else ())
+        diagnosis = diagnose(change.stop, self._container_name) if change.stop is not None else None
+        event = build_event(change, tags.tags, run_id, follows, diagnosis)
+        if event.warnings and change.task_arn not in self._warned_tasks:
+            self._warned_tasks[change.task_arn] = True
+            for warning in event.warnings:
+                log.warning("task %s: %s", change.task_arn, warning)
+        effects = effects_of(change, run_id, diagnosis) if self._run_states else ()
+        return Forward(change, event, effects, diagnosis)

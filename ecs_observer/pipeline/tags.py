@@ -1,0 +1,225 @@
+"""Which tasks are Prefect's: tags from ECS `DescribeTasks`, batched, cached and retried.
+
+The events carry no tags. `DescribeTasks` takes up to 100 tasks of one cluster
+and is throttled account-wide, so lookups from all messages in flight are
+gathered per (region, cluster) and sent together: at 100 tasks, in a trickle once
+no new task has come for a short linger, in a backlog once the intake catches up
+or the in-flight bound is reached; the
+answer, "these tags" or "none", is cached for the task's whole life (its tags
+can be gone once it has stopped). An error is never taken for "no tags": the
+call is retried with backoff while the messages wait.
+
+With several replicas, the answer is also kept in the shared task state: a
+replica first claims a task there, and only the claimant describes it; the
+others watch the store until its tags appear (or the claim lapses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cachetools import LRUCache
+
+from ..core.ecs_event import TaskStateChange
+from ..core.task_record import GONE, NO_TAGS, TaskRecord, TaskTags, expires_after
+from ..ports import TaskDescriber, TaskStateStore
+from ..support.backoff import Backoff
+from ..support.stats import Stats
+from .watch import StateWatch
+
+__all__ = ["MAX_TASKS_PER_CALL", "TagLookup"]
+
+log = logging.getLogger("ecs_observer.tags")
+MAX_TASKS_PER_CALL = 100
+PREFECT_TAG_PREFIX = "prefect.io/"
+
+
+@dataclass
+class _Pending:
+    futures: dict[str, asyncio.Future[TaskTags]] = field(default_factory=dict)
+    changes: dict[str, TaskStateChange] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+    first: float = 0.0
+
+
+class TagLookup:
+    def __init__(
+        self,
+        describer: TaskDescriber,
+        store: TaskStateStore,
+        stats: Stats,
+        *,
+        cache_size: int = 100_000,
+        linger: float = 0.05,
+        backoff: Backoff = Backoff(),
+        claim_seconds: float = 30.0,
+        watch: StateWatch | None = None,
+    ) -> None:
+        self._describer = describer
+        self._store = store
+        self._watch = watch or StateWatch(self._store)
+        self._claim_seconds = claim_seconds
+        self._stats = stats
+        self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
+        self._linger = linger
+        self._backlog = False  # set while receives come back full: more tasks are on their way
+        self._backoff = backoff.hooked(stats.retried)
+        self._pending: dict[tuple[str, str | None], _Pending] = {}
+        self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+
+    def cached(self, task_arn: str) -> TaskTags | None:
+        return self._cache.get(task_arn)
+
+    async def tags_for(self, change: TaskStateChange, record: TaskRecord | None = None) -> TaskTags:
+        """The task's tags: from this replica's cache, from `record` (the shared state loaded with
+        the message's batch), or described once by whichever replica claims the task."""
+        if (cached := self._cache.get(change.task_arn)) is not None:
+            self._stats.tag_cache_hits += 1
+            return cached
+        if record is not None and record.tags is not None:
+            return self._learnt(change.task_arn, record.tags)
+        future = self._in_flight.get(change.task_arn)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[change.task_arn] = future
+            resolve = asyncio.create_task(self._resolve(change, future))
+            self._calls.add(resolve)
+            resolve.add_done_callback(self._calls.discard)
+        return await asyncio.shield(future)
+
+    async def _resolve(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
+        try:
+            while not await self._store.claim(change.task_arn, self._claim_seconds):
+                record = await self._await_claimant(change.task_arn)
+                if record.tags is not None:
+                    self._in_flight.pop(change.task_arn, None)
+                    if not future.done():
+                        future.set_result(self._learnt(change.task_arn, record.tags))
+                    return
+                # The claimant saved nothing before its claim lapsed (it died or is stuck): claim again.
+        except BaseException as exc:
+            self._in_flight.pop(change.task_arn, None)
+            if not future.done() and not isinstance(exc, asyncio.CancelledError):
+                future.set_exception(exc)  # the waiting messages fail, and so stay in the queue
+            raise
+        self._enqueue(change, future)
+
+    def _learnt(self, task_arn: str, tags: TaskTags) -> TaskTags:
+        """Tags another replica described, read from the shared state: kept here for the task's life."""
+        self._stats.shared_tag_hits += 1
+        self._cache[task_arn] = tags
+        return tags
+
+    async def _await_claimant(self, task_arn: str) -> TaskRecord:
+        """Wait until the claimant saves the task's tags, or its claim lapses."""
+        while True:
+            record = await self._watch.next(task_arn)
+            if record is None or record.tags is not None or record.claimed_until < time.time():
+                return record or TaskRecord()
+
+    def _enqueue(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
+        loop = asyncio.get_running_loop()
+        key = (change.region, change.cluster)
+        pending = self._pending.setdefault(key, _Pending())
+        pending.futures[change.task_arn] = future
+        pending.changes[change.task_arn] = change
+        if len(pending.futures) >= MAX_TASKS_PER_CALL:
+            self._flush(key)
+            return
+        now = loop.time()
+        if pending.timer is None:
+            pending.first = now
+        else:
+            pending.timer.cancel()
+        pending.timer = loop.call_at(self._due(pending, now), self._flush, key)
+
+    def _due(self, pending: _Pending, now: float) -> float:
+        """When a partial group goes. In a trickle: once no new task has joined for a linger (debounce),
+        within 10 lingers. In a backlog: after 50 lingers, unless 100 tasks, a short receive or a full
+        in-flight bound (`flush_all`) come first; its messages have waited in the queue anyway."""
+        if self._backlog:
+            return pending.first + 50 * self._linger
+        return min(now + self._linger, pending.first + 10 * self._linger)
+
+    def flush_all(self) -> None:
+        """Send every partial group now: no more tasks can come (the in-flight bound is reached)."""
+        for key in list(self._pending):
+            self._flush(key)
+
+    def intake(self, full: bool) -> None:
+        """Told after each receive: a full one means a backlog, a short one that the intake has caught up."""
+        was, self._backlog = self._backlog, full
+        if was and not full:
+            loop = asyncio.get_running_loop()
+            for key, pending in self._pending.items():
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                pending.timer = loop.call_at(self._due(pending, loop.time()), self._flush, key)
+
+    def _flush(self, key: tuple[str, str | None]) -> None:
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        call = asyncio.get_running_loop().create_task(self._describe(key, pending.futures, pending.changes))
+        self._calls.add(call)
+        call.add_done_callback(self._calls.discard)
+
+    async def _describe(
+        self,
+        key: tuple[str, str | None],
+        futures: dict[str, asyncio.Future[TaskTags]],
+        changes: dict[str, TaskStateChange],
+    ) -> None:
+        region, cluster = key
+        arns = list(futures)
+        try:
+
+            async def describe() -> Mapping[str, Mapping[str, str] | None]:
+                self._stats.describe_calls += 1
+                self._stats.described_tasks += len(arns)
+                return await self._describer.describe(region, cluster, arns)
+
+            what = f"DescribeTasks for {len(arns)} task(s) of cluster {cluster or 'default'} in {region}"
+            found = await self._backoff.call("describe_tasks", describe, what=what)
+            results = {arn: GONE if (tags := found.get(arn)) is None else _prefect_tags(tags) for arn in arns}
+            # Saved before anyone proceeds: the other replicas watching these tasks stop waiting.
+            await asyncio.gather(
+                *(
+                    self._store.save_tags(arn, result, expires_after(changes[arn].last_status, changes[arn].occurred))
+                    for arn, result in results.items()
+                )
+            )
+        finally:
+            for arn in arns:
+                self._in_flight.pop(arn, None)
+        for arn, future in futures.items():
+            self._cache[arn] = results[arn]
+            if not future.done():
+                future.set_result(results[arn])
+
+    async def close(self) -> None:
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+            for future in pending.futures.values():
+                future.cancel()
+        self._pending.clear()
+        for future in self._in_flight.values():
+            future.cancel()
+        for call in self._calls:
+            call.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
+
+
+def _prefect_tags(tags: Mapping[str, str]) -> TaskTags:
+    """Keep only Prefect's tags: the cache holds many tasks that are not Prefect's."""
+    kept = {key: value for key, value in tags.items() if key.startswith(PREFECT_TAG_PREFIX)}
+    return TaskTags(MappingProxyType(kept)) if kept else NO_TAGS

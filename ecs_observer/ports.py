@@ -1,0 +1,124 @@
+"""The ports: the small interfaces the pipeline needs from the outside world.
+
+The pipeline is written against these alone; `adapters/` implements them
+(SQS, ECS, DynamoDB, the Prefect API, memory), and the application shell
+plugs one into the other. A test or a benchmark plugs in its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from .core.chain import Link
+from .core.run_states import Proposal, RunLog, RunState
+from .core.task_record import TaskRecord, TaskTags
+
+__all__ = [
+    "EncodedEvent",
+    "EventSink",
+    "FlowRuns",
+    "Message",
+    "MessageQueue",
+    "TaskDescriber",
+    "TaskStateStore",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+class MessageQueue(Protocol):
+    """The queue the observer drains. Batch calls answer the ids of the entries that failed."""
+
+    async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]: ...
+
+    async def delete(self, messages: Sequence[Message]) -> dict[str, str]: ...
+
+    async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]: ...
+
+
+class TaskDescriber(Protocol):
+    """ECS `DescribeTasks(include=["TAGS"])` for up to 100 tasks of one cluster.
+
+    Answers all tags per task ARN, None for a task ECS does not know (any more);
+    raises on any error, which the caller retries.
+    """
+
+    async def describe(
+        self, region: str, cluster: str | None, task_arns: Sequence[str]
+    ) -> Mapping[str, Mapping[str, str] | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    id: UUID
+    json: bytes
+
+
+class EventSink(Protocol):
+    """Delivers events; answers the ids of the events refused as invalid, all others being accepted."""
+
+    async def send(self, events: Sequence[EncodedEvent]) -> dict[UUID, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class FlowRuns(Protocol):
+    """Prefect's flow runs: read their states, propose new ones, write their logs.
+
+    Each call returns only once Prefect has answered it (retrying outages itself).
+    """
+
+    async def states(self, run_ids: Collection[UUID]) -> Mapping[UUID, RunState]:
+        """The current state of each run; a run Prefect does not know is left out."""
+        ...
+
+    async def propose(self, run_id: UUID, proposal: Proposal) -> str:
+        """Prefect's answer: ACCEPT, REJECT or ABORT, or MISSING for a run it does not know."""
+        ...
+
+    async def log(self, logs: Sequence[RunLog]) -> None: ...
+
+
+class TaskStateStore(Protocol):
+    """Calls retry errors themselves (the message waits); they raise only when cancelled.
+
+    `poll_interval`: how often to look for what other replicas write (0: nobody else writes).
+    """
+
+    poll_interval: float
+
+    async def load(self, task_arns: Collection[str]) -> Mapping[str, TaskRecord]:
+        """The records of these tasks, in one round trip; tasks never seen are left out."""
+        ...
+
+    async def claim(self, task_arn: str, seconds: float) -> bool:
+        """True when this replica is to describe the task: no tags are known and no other replica
+        holds an unexpired claim. A replica that dies holding a claim delays the task by `seconds`."""
+        ...
+
+    async def save_tags(self, task_arn: str, tags: TaskTags, expires: datetime) -> None: ...
+
+    async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
+        """Keep `link` unless a link with its event id is kept already; answer the kept one, so that
+        a redelivered change, on any replica, gets the `follows` it was forwarded with."""
+        ...
+
+    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime) -> bool:
+        """True when `owner` (a change's event id) is to do `what` for the task: the first to ask, or
+        the same change asking again before `done` (its message redelivered after a crash). So `what`
+        is done once per task across duplicates and replicas, and at least once."""
+        ...
+
+    async def done(self, task_arn: str, what: str, expires: datetime) -> None:
+        """`what` is done for the task: `once` answers False from now on, to every change."""
+        ...

@@ -1,0 +1,96 @@
+"""One retry policy for every I/O part: exponential backoff with jitter, via stamina.
+
+A call site names its cause; what a retry does besides waiting (counting it,
+logging it) is a hook on the policy, as stamina's instrumentation hooks are,
+but held by the `Backoff` value instead of a global registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+import stamina
+
+__all__ = ["Backoff", "RetryHook", "RetryOn", "Retrying"]
+
+log = logging.getLogger("ecs_observer.retry")
+T = TypeVar("T")
+
+# An exception type to retry on, or a hook answering "retry?" or how long to wait first.
+RetryOn = type[Exception] | Callable[[Exception], bool | float]
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """A failed attempt that will be tried again: what a retry hook sees."""
+
+    cause: str  # a stable label, e.g. "describe_tasks" (a metrics label)
+    attempt: int
+    error: Exception
+    what: str | None  # for the log line; None: the call site logs in its own way (the Prefect client's outages)
+
+
+RetryHook = Callable[[Retrying], None]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits from `initial` doubling up to `maximum`, each with up to `initial` of jitter.
+
+    stamina's default jitter is a flat second, which would swamp short initial waits.
+    """
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    hooks: tuple[RetryHook, ...] = field(default=(), compare=False)
+
+    def hooked(self, hook: RetryHook) -> Backoff:
+        """The same policy, also telling `hook` of each retry (once, however often it is added)."""
+        return self if hook in self.hooks else replace(self, hooks=(*self.hooks, hook))
+
+    async def call(
+        self,
+        cause: str,
+        request: Callable[[], Awaitable[T]],
+        *,
+        on: RetryOn = Exception,
+        limit: int | None = None,
+        what: str | None = None,
+    ) -> T:
+        """`request()` until it succeeds, or fails with what `on` does not retry, or `limit` attempts
+        have failed (unbounded by default); each retry is logged (when `what` is given) and told to the hooks."""
+        async for attempt in self._attempts(on, limit):
+            with attempt:
+                try:
+                    return await request()
+                except Exception as exc:
+                    if (limit is None or attempt.num < limit) and _retries(on, exc):
+                        self._retrying(Retrying(cause, attempt.num, exc, what))
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _retrying(self, retry: Retrying) -> None:
+        if retry.what is not None:
+            log.warning("%s failed; retrying (attempt %d): %s", retry.what, retry.attempt, retry.error)
+        for hook in self.hooks:
+            hook(retry)
+
+    def _attempts(self, on: RetryOn, limit: int | None) -> AsyncIterator[stamina.Attempt]:
+        return stamina.retry_context(
+            on=on,
+            attempts=limit,
+            timeout=None,
+            wait_initial=self.initial,
+            wait_max=self.maximum,
+            wait_jitter=self.initial,
+        ).__aiter__()
+
+
+def _retries(on: RetryOn, exc: Exception) -> bool:
+    """Whether stamina will retry `exc`: as it reads `on` (a float is a wait, so a retry)."""
+    if isinstance(on, type):
+        return isinstance(exc, on)
+    return on(exc) is not False

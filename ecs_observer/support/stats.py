@@ -1,0 +1,72 @@
+"""What the observer has done, counted per instance (no module-level state).
+
+The same numbers feed the log summaries and, read at scrape time, `/metrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, fields
+
+from prometheus_client import Histogram
+
+from .backoff import Retrying
+
+__all__ = ["Stats"]
+
+# Seconds from the EventBridge event's `time` to acceptance by Prefect.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, float("inf"))
+
+
+def _latency() -> Histogram:
+    return Histogram(
+        "ecs_observer_forward_latency_seconds",
+        "Seconds from the EventBridge event's time to acceptance by the Prefect API",
+        registry=None,
+        buckets=_LATENCY_BUCKETS,
+    )
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    batches_received: int = 0  # receives that returned messages
+    forwarded: int = 0  # events accepted by the Prefect API
+    filtered: int = 0  # state changes of tasks that are not Prefect's
+    ignored: int = 0  # messages that are not ECS task state changes
+    rejected: int = 0  # messages that cannot be processed, left for the dead-letter queue
+    invalid_events: int = 0  # events the Prefect API refused as invalid (422)
+    deleted: int = 0
+    describe_calls: int = 0
+    described_tasks: int = 0  # tasks named in DescribeTasks calls, retries included
+    tag_cache_hits: int = 0
+    shared_tag_hits: int = 0  # tags another replica described, read from the shared task state
+    run_logs: int = 0  # flow-run logs written (diagnoses)
+    in_flight: int = 0
+    sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
+    retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
+    sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
+    state_proposals: Counter[str] = field(default_factory=Counter)  # by Prefect's answer: ACCEPT, REJECT, ...
+    dynamodb_calls: Counter[str] = field(default_factory=Counter)  # by API, for the shared task state
+    # Estimated capacity units, "read" and "write": one per item read (strongly consistent, under 4 KB)
+    # and one per write, the request count DynamoDB on-demand bills.
+    dynamodb_units: Counter[str] = field(default_factory=Counter)
+    forward_latency: Histogram = field(default_factory=_latency)
+    last_sqs_success: float = field(default_factory=time.monotonic)
+
+    def retried(self, retry: Retrying) -> None:
+        """The retry hook: every retry of every I/O part is counted here, by its cause."""
+        self.retries[retry.cause] += 1
+
+    def sqs_succeeded(self) -> None:
+        self.last_sqs_success = time.monotonic()
+
+    def counts(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
+
+    def summary(self) -> str:
+        text = ", ".join(f"{key}={value}" for key, value in self.counts().items())
+        if self.retries:
+            text += ", retries=" + "/".join(f"{cause}:{n}" for cause, n in sorted(self.retries.items()))
+        return text

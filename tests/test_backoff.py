@@ -1,0 +1,60 @@
+"""The one retry policy: each retry is told to the hooks once, with its cause; nothing else counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecs_observer.support.backoff import Backoff, Retrying
+from ecs_observer.support.stats import Stats
+
+
+async def test_each_retry_is_counted_once_by_cause_and_logged_with_what() -> None:
+    stats = Stats()
+    seen: list[Retrying] = []
+    backoff = Backoff(0.001, 0.002).hooked(stats.retried).hooked(stats.retried).hooked(seen.append)
+    failures = iter([OSError("reset"), OSError("reset")])
+
+    async def flaky() -> str:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return "answer"
+
+    assert await backoff.call("describe_tasks", flaky, what="DescribeTasks") == "answer"
+    assert stats.retries == {"describe_tasks": 2}  # the hook was added twice, and counts once
+    assert [(r.cause, r.attempt, r.what) for r in seen] == [
+        ("describe_tasks", 1, "DescribeTasks"),
+        ("describe_tasks", 2, "DescribeTasks"),
+    ]
+
+
+async def test_what_is_not_retried_or_the_last_attempt_is_not_counted_as_a_retry() -> None:
+    stats = Stats()
+    backoff = Backoff(0.001, 0.002).hooked(stats.retried)
+
+    async def refused() -> None:
+        raise KeyError("no")
+
+    with pytest.raises(KeyError):
+        await backoff.call("dynamodb", refused, on=OSError)
+    assert stats.retries == {}
+
+    async def down() -> None:
+        raise OSError("down")
+
+    with pytest.raises(OSError, match="down"):
+        await backoff.call("delete", down, limit=3)
+    assert stats.retries == {"delete": 2}  # three attempts, two retries
+
+
+async def test_a_backoff_hook_answering_a_wait_is_a_retry() -> None:
+    stats = Stats()
+    backoff = Backoff(0.001, 0.002).hooked(stats.retried)
+    attempts = iter([True, False])
+
+    async def throttled() -> str:
+        if next(attempts):
+            raise OSError("429")
+        return "ok"
+
+    assert await backoff.call("prefect_api", throttled, on=lambda exc: 0.001) == "ok"
+    assert stats.retries == {"prefect_api": 1}

@@ -1,0 +1,45 @@
+"""The per-message decision, as the pure core makes it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from ecs_observer import TaskStateChange, decode
+from ecs_observer.app.demo.samples import state_change
+from ecs_observer.core.decision import Ack, Forward, Release, settle, triage, unowned
+from ecs_observer.core.ecs_event import Ignored, Rejected
+from ecs_observer.core.task_record import GONE, NO_TAGS, TaskTags
+from ecs_observer.core.translate import build_event
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
+
+
+def change() -> TaskStateChange:
+    decoded = decode(json.dumps(state_change(ARN, "RUNNING", 4, datetime(2026, 3, 1, tzinfo=UTC))))
+    assert isinstance(decoded, TaskStateChange)
+    return decoded
+
+
+def test_triage_acks_what_is_ignored_releases_what_is_broken_and_passes_changes_on() -> None:
+    assert triage(Ignored("aws.ec2 / x")) == Ack("ignored", "aws.ec2 / x")
+    assert triage(Rejected("body is not JSON")) == Release("body is not JSON")
+    one = change()
+    assert triage(one) is one
+
+
+def test_a_task_that_is_not_prefects_is_acknowledged_with_why() -> None:
+    assert unowned(change(), NO_TAGS) == Ack("filtered", f"task {ARN} is not Prefect's")
+    assert unowned(change(), GONE) == Ack("filtered", f"task {ARN} is not Prefect's (ECS no longer knows it)")
+
+
+def test_prefects_answer_settles_a_forward() -> None:
+    run = uuid.uuid4()
+    tags = TaskTags(MappingProxyType({"prefect.io/flow-run-id": str(run)}))
+    one = change()
+    forward = Forward(one, build_event(one, tags.tags, run, None))
+    assert settle(forward, None) == Ack("forwarded")
+    refused = settle(forward, "HTTP 422: no resource")
+    assert refused == Release(f"the Prefect API refused event {forward.event.id}: HTTP 422: no resource", True)
