@@ -14,15 +14,17 @@ from typing import Protocol
 from uuid import UUID
 
 from .core.chain import Link
-from .core.run_states import Proposal, RunLog, RunState
+from .core.run_states import LogSource, Proposal, RunLog, RunState
 from .core.task_record import TaskRecord, TaskTags
 
 __all__ = [
+    "ContainerLogs",
     "EncodedEvent",
     "EventSink",
     "FlowRuns",
     "Message",
     "MessageQueue",
+    "TaskDefinitions",
     "TaskDescriber",
     "TaskStateStore",
 ]
@@ -87,6 +89,25 @@ class FlowRuns(Protocol):
         ...
 
     async def log(self, logs: Sequence[RunLog]) -> None: ...
+
+
+class TaskDefinitions(Protocol):
+    """ECS task definitions: where a container logs, and deregistration. Raise on errors."""
+
+    async def log_source(self, arn: str, container: str | None) -> LogSource | None:
+        """The `awslogs` configuration of the container (None: the only one, or the one named `prefect`);
+        None when it does not log with `awslogs`."""
+        ...
+
+    async def deregister(self, arn: str) -> None:
+        """Deregister it; one already inactive counts as done."""
+        ...
+
+
+class ContainerLogs(Protocol):
+    async def tail(self, source: LogSource, task_id: str, lines: int) -> list[tuple[datetime, str]] | None:
+        """The last `lines` lines of the task's container, oldest first; None when its stream does not exist."""
+        ...
 
 
 class TaskStateStore(Protocol):

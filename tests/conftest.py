@@ -58,6 +58,7 @@ def moto_url() -> Iterator[str]:
             "AWS_ENDPOINT_URL_CLOUDFORMATION": url,
             "AWS_ENDPOINT_URL_EVENTBRIDGE": url,
             "AWS_ENDPOINT_URL_DYNAMODB": url,
+            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,

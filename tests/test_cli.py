@@ -108,8 +108,26 @@ async def test_check_passes_against_moto_and_prefect(aws: AwsClients, prefect: P
     result = cli("check", env={"ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": prefect.api_url})
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 5
-    assert all(line.startswith("ok ") for line in lines)
+    assert [line.split(": ")[0] for line in lines] == [
+        "ok   configuration",
+        "ok   queue exists",
+        "ok   queue can be read",
+        "ok   ecs:DescribeTasks allowed",
+        "ok   Prefect API answers",
+        "ok   Prefect flow runs readable",
+        "ok   ecs:DescribeTaskDefinition allowed",
+        "ok   logs:GetLogEvents allowed",
+    ]
+    off = cli(
+        "check",
+        env={
+            "ECS_OBSERVER_QUEUE_URL": queue_url,
+            "PREFECT_API_URL": prefect.api_url,
+            "ECS_OBSERVER_FLOW_RUN_STATES": "false",
+        },
+    )
+    assert off.returncode == 0
+    assert "flow runs" not in off.stdout
 
 
 async def test_check_checks_the_state_table(aws: AwsClients, prefect: PrefectServer) -> None:
@@ -148,7 +166,8 @@ async def test_check_finds_queue_by_prefect_aws_name_and_reports_each_failure(aw
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     assert lines[1].startswith("ok   queue exists")
-    assert lines[-1].startswith("FAIL Prefect API answers")
+    assert any(line.startswith("FAIL Prefect API answers") for line in lines)
+    assert any(line.startswith("FAIL Prefect flow runs readable") for line in lines)
 
 
 async def test_run_forwards_then_exits_0_on_sigterm(aws: AwsClients, prefect: PrefectServer) -> None:
@@ -223,7 +242,7 @@ def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_on
 
     assert observer_config(Settings()) == ObserverConfig()
     shared = set(ObserverConfig.__dataclass_fields__) & set(Settings.model_fields)
-    assert len(shared) == 14
+    assert len(shared) == 15
     given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
     config = observer_config(given)
     assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)

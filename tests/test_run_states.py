@@ -19,11 +19,16 @@ from typing import Any
 import pytest
 
 from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.cloudwatch import CloudWatchLogs
+from ecs_observer.adapters.ecs import EcsDescriber, EcsTaskDefinitions
+from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.adapters.prefect.client import PrefectClient
 from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.adapters.prefect.flow_runs import PrefectFlowRuns
+from ecs_observer.adapters.sqs import SqsQueue
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, lifecycle
 from ecs_observer.app.demo.sandbox import start_cluster
+from ecs_observer.pipeline.observer import Observer
 from ecs_observer.support.backoff import Backoff
 
 from .faults.proxy import FaultProxy, hang, reset, status
@@ -235,4 +240,96 @@ async def test_two_replicas_write_one_diagnosis_per_task(aws: AwsClients, prefec
         assert history(prefect, case.run_id) == case.expected, name
         assert len(logs(prefect, case.run_id)) == 1, name
     assert sum(o.stats.run_logs for o in observers) == len(all_cases)
+    assert await depth(aws, queue_url) == (0, 0)
+
+
+async def test_a_run_that_never_ran_gets_its_containers_last_lines_and_the_definition_is_deregistered(
+    aws: AwsClients, prefect: PrefectServer
+) -> None:
+    ecs, logs_client = await aws.ecs(REGION), await aws.logs(REGION)
+    cluster = await start_cluster(ecs, "crash-logs")
+    # As the Prefect ECS worker registers it: container `prefect`, awslogs to group `prefect`.
+    definition = (
+        await ecs.register_task_definition(
+            family=f"prefect-flow-{uuid.uuid4().hex[:6]}",
+            containerDefinitions=[
+                {
+                    "name": "prefect",
+                    "image": "prefecthq/prefect:3-latest",
+                    "memory": 512,
+                    "logConfiguration": {
+                        "logDriver": "awslogs",
+                        "options": {
+                            "awslogs-group": "prefect",
+                            "awslogs-region": REGION,
+                            "awslogs-stream-prefix": "prefect",
+                        },
+                    },
+                }
+            ],
+        )
+    )["taskDefinition"]["taskDefinitionArn"]
+    if "prefect" not in [g["logGroupName"] for g in (await logs_client.describe_log_groups())["logGroups"]]:
+        await logs_client.create_log_group(logGroupName="prefect")
+    begin = datetime.now(UTC) - timedelta(minutes=4)
+    bodies: list[str] = []
+    runs: dict[str, str] = {}
+    for name, start_state, stream in (
+        ("never ran", "PENDING", True),
+        ("ran", "RUNNING", True),
+        ("no stream", "PENDING", False),
+    ):
+        runs[name] = run_id = make_flow_run(prefect, start_state)
+        tags: list[Any] = [
+            {"key": "prefect.io/flow-run-id", "value": run_id},
+            {"key": "prefect.io/degregister-task-definition", "value": "true"},
+        ]
+        arn = (await ecs.run_task(cluster=cluster.name, taskDefinition=definition, launchType="FARGATE", tags=tags))[
+            "tasks"
+        ][0]["taskArn"]
+        if stream:
+            stream_name = f"prefect/prefect/{arn.rsplit('/', 1)[1]}"
+            await logs_client.create_log_stream(logGroupName="prefect", logStreamName=stream_name)
+            lines: list[Any] = [
+                {"timestamp": int((begin + timedelta(seconds=i)).timestamp() * 1000), "message": f"{name} line {i}"}
+                for i in range(150)
+            ]
+            await logs_client.put_log_events(logGroupName="prefect", logStreamName=stream_name, logEvents=lines)
+        events = lifecycle(
+            arn, begin + timedelta(seconds=160), cluster_arn=cluster.arn, task_definition_arn=definition, exit_code=1
+        )
+        bodies += [json.dumps(e) for e in events] + [json.dumps(events[-1])]
+    random.shuffle(bodies)
+    queue_url, _ = await make_queue(aws)
+    await send(aws, queue_url, bodies)
+    client = PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0))
+    definitions = EcsTaskDefinitions(aws)
+    obs = Observer(
+        SqsQueue(await aws.sqs(REGION), queue_url),
+        EcsDescriber(aws),
+        MemoryTaskState(1000),
+        PrefectApiSink(client),
+        FAST,
+        runs=PrefectFlowRuns(client),
+        definitions=definitions,
+        container_logs=CloudWatchLogs(aws),
+    )
+    await asyncio.wait_for(obs.run(until_idle=3), timeout=120)
+    await client.aclose()
+
+    never_ran = [entry["message"] for entry in logs(prefect, runs["never ran"])]
+    crash_lines = [m for m in never_ran if m.startswith("never ran line")]
+    assert crash_lines == [f"never ran line {i}" for i in range(50, 150)]  # the last 100, in order
+    assert sum("The last 100 line(s)" in m for m in never_ran) == 1
+    assert sum("Resolution:" in m for m in never_ran) == 1
+    # A run that reached Running sent its own logs; a missing stream is no error.
+    assert [m for m in (e["message"] for e in logs(prefect, runs["ran"])) if " line " in m] == []
+    assert len(logs(prefect, runs["no stream"])) == 1  # the diagnosis alone
+    assert history(prefect, runs["ran"])[-1] == ("CRASHED", "Crashed")
+    # Described once for the three tasks; deregistered (once per task; already inactive counts as done).
+    assert definitions.described == 1
+    status = (await ecs.describe_task_definition(taskDefinition=definition))["taskDefinition"]["status"]
+    assert status == "INACTIVE"
+    assert obs.stats.deregistered == 3
+    assert obs.stats.rejected == 0
     assert await depth(aws, queue_url) == (0, 0)

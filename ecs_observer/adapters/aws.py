@@ -18,6 +18,7 @@ from aiobotocore.config import AioConfig
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_ecs.client import ECSClient
+    from types_aiobotocore_logs.client import CloudWatchLogsClient
     from types_aiobotocore_sqs.client import SQSClient
 
 __all__ = ["AwsClients"]
@@ -60,6 +61,13 @@ class AwsClients:
         opened: ECSClient = await self._open(
             ("ecs", region),
             lambda: self._session.client("ecs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
+        )
+        return opened
+
+    async def logs(self, region: str | None) -> CloudWatchLogsClient:
+        opened: CloudWatchLogsClient = await self._open(
+            ("logs", region),
+            lambda: self._session.client("logs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
         )
         return opened
 

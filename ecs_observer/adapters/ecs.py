@@ -1,12 +1,20 @@
-"""ECS `DescribeTasks` with tags (`ports.TaskDescriber`)."""
+"""ECS: `DescribeTasks` with tags (`ports.TaskDescriber`), and task definitions (`ports.TaskDefinitions`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from botocore.exceptions import ClientError
+from cachetools import LRUCache
+
+from ..core.run_states import LogSource
 from .aws import AwsClients
 
-__all__ = ["EcsDescriber"]
+__all__ = ["EcsDescriber", "EcsTaskDefinitions"]
+
+DEFAULT_CONTAINER = "prefect"
 
 
 class EcsDescriber:
@@ -31,3 +39,66 @@ class EcsDescriber:
             # Anything but MISSING (for example ACCESS_DENIED) is an error, never "no tags".
             raise RuntimeError(f"DescribeTasks failures: {failures[:3]}")
         return found
+
+
+class EcsTaskDefinitions:
+    """Each definition is described once (they never change); deregistration is idempotent."""
+
+    def __init__(self, clients: AwsClients, cache_size: int = 1000) -> None:
+        self._clients = clients
+        self._containers: LRUCache[str, list[Any]] = LRUCache(maxsize=cache_size)
+        self._describing: dict[str, asyncio.Task[list[Any]]] = {}  # tasks of one definition crash together
+        self.described = 0
+
+    async def log_source(self, arn: str, container: str | None) -> LogSource | None:
+        definitions = self._containers.get(arn)
+        if definitions is None:
+            describing = self._describing.get(arn)
+            if describing is None:
+                describing = self._describing[arn] = asyncio.create_task(self._describe(arn))
+                describing.add_done_callback(lambda _: self._describing.pop(arn, None))
+            definitions = await asyncio.shield(describing)
+        chosen = _container(definitions, container)
+        if chosen is None:
+            return None
+        config = chosen.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        if config.get("logDriver") != "awslogs" or "awslogs-group" not in options:
+            return None
+        return LogSource(
+            group=options["awslogs-group"],
+            stream_prefix=options.get("awslogs-stream-prefix", ""),
+            region=options.get("awslogs-region"),
+            container=str(chosen.get("name", "")),
+        )
+
+    async def _describe(self, arn: str) -> list[Any]:
+        client = await self._clients.ecs(_region(arn))
+        answer = await client.describe_task_definition(taskDefinition=arn)
+        self.described += 1
+        definitions = list(answer.get("taskDefinition", {}).get("containerDefinitions", []))
+        self._containers[arn] = definitions
+        return definitions
+
+    async def deregister(self, arn: str) -> None:
+        client = await self._clients.ecs(_region(arn))
+        try:
+            await client.deregister_task_definition(taskDefinition=arn)
+        except ClientError as exc:
+            message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+            if "inactive" not in message:
+                raise
+
+
+def _container(definitions: list[Any], name: str | None) -> Any:
+    """The named container; else the one named `prefect`; else the only one."""
+    for wanted in (name, DEFAULT_CONTAINER):
+        found = next((d for d in definitions if wanted and d.get("name") == wanted), None)
+        if found is not None:
+            return found
+    return definitions[0] if len(definitions) == 1 else None
+
+
+def _region(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 and parts[3] else None

@@ -16,6 +16,21 @@ from .settings import Settings
 
 __all__ = ["check"]
 
+PROBE_LOG_GROUP = "prefect"
+_DENIED = ("AccessDenied", "Unauthorized", "Unrecognized")
+
+
+async def _allowed(region: str | None, probe: Awaitable[object]) -> str:
+    """A call on a probe resource that may not exist: any answer but a denial shows the permission."""
+    try:
+        await probe
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if any(denied in code for denied in _DENIED):
+            raise
+        return f"allowed in {region} ({code} for the probe)"
+    return f"allowed in {region}"
+
 
 async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
     """One line per check, `ok` or the reason; True only if all pass."""
@@ -55,30 +70,39 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             await holder[0].receive(1, 0, 0)
             return ""
 
+        region = settings.queue_region or clients.default_region()
+
         async def describe() -> str:
-            region = settings.queue_region or clients.default_region()
             ecs = await clients.ecs(region)
-            try:
-                await ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"])
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if "AccessDenied" in code or "Unauthorized" in code or "Unrecognized" in code:
-                    raise
-                # A probe task in a cluster that may not exist: any answer but a denial shows the permission.
-                return f"allowed in {region} ({code} for the probe task)"
-            return f"allowed in {region}"
+            return await _allowed(region, ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"]))
+
+        async def definitions() -> str:
+            ecs = await clients.ecs(region)
+            return await _allowed(region, ecs.describe_task_definition(taskDefinition="ecs-observer-check-probe:1"))
+
+        async def crash_logs() -> str:
+            logs = await clients.logs(region)
+            probe = logs.get_log_events(logGroupName=PROBE_LOG_GROUP, logStreamName="ecs-observer-check", limit=1)
+            return f"{await _allowed(region, probe)}, on log group {PROBE_LOG_GROUP!r} (the ECS worker's default)"
 
         async def prefect() -> str:
+            await _prefect_answers("/events/filter", {"limit": 1})
+            return str(settings.prefect_api_url).rstrip("/")
+
+        async def flow_runs() -> str:
+            await _prefect_answers("/flow_runs/filter", {"limit": 1})
+            return ""
+
+        async def _prefect_answers(path: str, body: dict[str, object]) -> None:
             url = str(settings.prefect_api_url).rstrip("/")
             headers = auth_headers(secret(settings.prefect_api_key), secret(settings.prefect_api_auth_string))
             async with httpx.AsyncClient(timeout=10, headers=headers) as http:
-                answer = await http.post(f"{url}/events/filter", json={"limit": 1})
+                answer = await http.post(f"{url}{path}", json=body)
             if answer.status_code in (401, 403):
                 raise RuntimeError(
                     f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)"
                 )
             answer.raise_for_status()
-            return url
 
         async def table() -> str:
             if not holder or settings.state_table is None:
@@ -92,4 +116,9 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         if settings.state_table is not None:
             await step("state table usable", table)
         await step("Prefect API answers", prefect)
+        if settings.flow_run_states:
+            await step("Prefect flow runs readable", flow_runs)
+            await step("ecs:DescribeTaskDefinition allowed", definitions)
+            if settings.crash_log_lines:
+                await step("logs:GetLogEvents allowed", crash_logs)
     return all(results)

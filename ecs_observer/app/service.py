@@ -14,8 +14,9 @@ from contextlib import AsyncExitStack
 from botocore.exceptions import ClientError
 
 from ..adapters.aws import AwsClients
+from ..adapters.cloudwatch import CloudWatchLogs
 from ..adapters.dynamodb import DynamoTaskState
-from ..adapters.ecs import EcsDescriber
+from ..adapters.ecs import EcsDescriber, EcsTaskDefinitions
 from ..adapters.memory import MemoryTaskState
 from ..adapters.prefect.client import PrefectClient
 from ..adapters.prefect.events import PrefectApiSink
@@ -105,6 +106,8 @@ async def run_service(settings: Settings) -> Observer:
             observer_config(settings),
             stats,
             PrefectFlowRuns(client),
+            EcsTaskDefinitions(clients),
+            CloudWatchLogs(clients),
         )
         if settings.health_port:
             health = HealthServer(stats, observer.health, settings.health_port)

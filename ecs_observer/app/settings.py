@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         max_length=255,
         description="the container a flow runs in, whose exit code decides a crash (as the ECS worker names it)",
     )
+    crash_log_lines: int = Field(
+        default=_D.crash_log_lines,
+        ge=0,
+        le=10_000,
+        description="last lines of a crashed container (CloudWatch Logs) posted to a run that never ran; 0: off",
+    )
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
     health_port: int = Field(
         default=DEFAULT_HEALTH_PORT, ge=0, le=65535, description="port of /healthz and /metrics; 0 turns them off"

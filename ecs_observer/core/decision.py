@@ -6,6 +6,7 @@ not as another branch among the pipeline's awaits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -19,11 +20,14 @@ from .translate import PrefectEvent
 __all__ = [
     "Ack",
     "Decision",
+    "DeregisterDefinition",
     "Effect",
     "Forward",
+    "ForwardCrashLogs",
     "KeepRunTrue",
     "Release",
     "WriteDiagnosis",
+    "batch_order",
     "effects_of",
     "settle",
     "triage",
@@ -46,18 +50,55 @@ class WriteDiagnosis:
     diagnosis: Diagnosis
 
 
-Effect = KeepRunTrue | WriteDiagnosis
+@dataclass(frozen=True, slots=True)
+class ForwardCrashLogs:
+    """Post the container's last lines to the run's logs, once, if the run never reached Running."""
+
+    run_id: UUID
+    lines: int
 
 
-def effects_of(change: TaskStateChange, run_id: UUID, diagnosis: Diagnosis | None) -> tuple[Effect, ...]:
-    """What a change of a Prefect task does to its flow run, besides its event."""
-    if change.last_status in PLACING:
-        return (KeepRunTrue(run_id),)
-    if change.stop is None or diagnosis is None:
-        return ()
-    if diagnosis.failed:
-        return (KeepRunTrue(run_id), WriteDiagnosis(run_id, diagnosis))
-    return (KeepRunTrue(run_id),)  # a clean exit changes nothing, but a run still Cancelling is finished
+@dataclass(frozen=True, slots=True)
+class DeregisterDefinition:
+    """Deregister the task definition the Prefect worker registered for this task, once."""
+
+    arn: str
+
+
+Effect = KeepRunTrue | WriteDiagnosis | ForwardCrashLogs | DeregisterDefinition
+
+# The Prefect ECS worker's spelling, and the right one.
+DEREGISTER_TAGS = ("prefect.io/degregister-task-definition", "prefect.io/deregister-task-definition")
+
+
+def effects_of(
+    change: TaskStateChange,
+    run_id: UUID,
+    diagnosis: Diagnosis | None,
+    tags: Mapping[str, str],
+    *,
+    run_states: bool = True,
+    crash_log_lines: int = 0,
+) -> tuple[Effect, ...]:
+    """What a change of a Prefect task does besides its event: to its flow run (with `run_states`),
+    and to the task definition the worker registered for it."""
+    effects: list[Effect] = []
+    if run_states and change.last_status in PLACING:
+        effects.append(KeepRunTrue(run_id))
+    if change.stop is not None and diagnosis is not None and run_states:
+        # A clean exit changes nothing, but a run still Cancelling is finished: the state is read anyway.
+        effects.append(KeepRunTrue(run_id))
+        if diagnosis.failed:
+            effects.append(WriteDiagnosis(run_id, diagnosis))
+            if crash_log_lines > 0:
+                effects.append(ForwardCrashLogs(run_id, crash_log_lines))
+    if change.stop is not None and change.task_definition_arn and _true(tags, DEREGISTER_TAGS):
+        effects.append(DeregisterDefinition(change.task_definition_arn))
+    return tuple(effects)
+
+
+def _true(tags: Mapping[str, str], keys: tuple[str, ...]) -> bool:
+    return any(tags.get(key, "").strip().lower() == "true" for key in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +151,10 @@ def settle(forward: Forward, refused: str | None) -> Ack | Release:
     if refused is None:
         return Ack("forwarded")
     return Release(f"the Prefect API refused event {forward.event.id}: {refused}", refused_event=True)
+
+
+def batch_order(decoded: Decoded) -> tuple[str, int]:
+    """Lower versions of a task first, so that a receive batch needs no reorder wait."""
+    if isinstance(decoded, TaskStateChange):
+        return (decoded.task_arn, decoded.version or 0)
+    return ("", 0)

@@ -9,13 +9,24 @@ proposing what would be wrong or pointless.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from .diagnosis import Diagnosis
 from .ecs_event import TaskStateChange
 
-__all__ = ["FINAL", "INFRASTRUCTURE_PENDING", "Proposal", "RunLog", "RunState", "diagnosis_log", "propose"]
+__all__ = [
+    "FINAL",
+    "INFRASTRUCTURE_PENDING",
+    "LogSource",
+    "Proposal",
+    "RunLog",
+    "RunState",
+    "crash_logs",
+    "diagnosis_log",
+    "never_ran",
+    "propose",
+]
 
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 INFRASTRUCTURE_PENDING = "InfrastructurePending"
@@ -90,3 +101,30 @@ def diagnosis_log(change: TaskStateChange, run_id: UUID, diagnosis: Diagnosis) -
     lines += [f"Reason: {reason}" for reason in diagnosis.reasons]
     lines.append(f"Resolution: {diagnosis.resolution}.")
     return RunLog(run_id, diagnosis.level, "\n".join(lines), change.occurred)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """Where ECS's `awslogs` driver put a container's output (from its task definition)."""
+
+    group: str
+    stream_prefix: str
+    region: str | None
+    container: str
+
+    def stream(self, task_id: str) -> str:
+        return f"{self.stream_prefix}/{self.container}/{task_id}"
+
+
+def never_ran(current: RunState) -> bool:
+    """A run whose task stopped before the flow reported Running: its own logs never reached Prefect."""
+    return current.type in ("SCHEDULED", "PENDING")
+
+
+def crash_logs(run_id: UUID, task_id: str, lines: list[tuple[datetime, str]]) -> list[RunLog]:
+    """The container's last lines as flow-run logs, in their order, after one line that says what they are."""
+    if not lines:
+        return []
+    before = lines[0][0] - timedelta(milliseconds=1)
+    head = RunLog(run_id, "INFO", f"The last {len(lines)} line(s) of ECS task {task_id}'s container:", before)
+    return [head, *(RunLog(run_id, "INFO", message, when) for when, message in lines)]

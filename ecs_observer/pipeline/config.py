@@ -25,6 +25,7 @@ class ObserverConfig:
     describe_claim: float = 30.0  # with shared state: how long other replicas wait for a claimant's tags
     flow_run_states: bool = True  # keep flow runs true to their tasks (needs a FlowRuns port)
     container_name: str = "prefect"  # the orchestration container, as the Prefect ECS worker names it
+    crash_log_lines: int = 100  # last lines of a crashed container posted to a run that never ran; 0: off
     summary_interval: float = 60.0
     sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
     backoff: Backoff = field(default_factory=Backoff)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from uuid import UUID
 
-from ..core.decision import Forward, KeepRunTrue, WriteDiagnosis
-from ..core.run_states import RunState, diagnosis_log, propose
+from ..core.decision import DeregisterDefinition, Forward, ForwardCrashLogs, KeepRunTrue, WriteDiagnosis
+from ..core.run_states import RunState, crash_logs, diagnosis_log, never_ran, propose
 from ..core.task_record import expires_after
-from ..ports import FlowRuns, TaskStateStore
+from ..ports import ContainerLogs, FlowRuns, TaskDefinitions, TaskStateStore
 from ..support.stats import Stats
+from .config import ObserverConfig
 
 __all__ = ["Effects"]
 
@@ -75,12 +77,29 @@ class _Reads:
         await asyncio.gather(*self._calls, return_exceptions=True)
 
 
+# AWS calls for crash logs and deregistration are tried this often, then given up with a warning:
+# they must not hold a message (and its task's later changes) for ever.
+_AWS_ATTEMPTS = 6
+
+
 class Effects:
-    def __init__(self, runs: FlowRuns, store: TaskStateStore, stats: Stats, linger: float = 0.05) -> None:
+    def __init__(
+        self,
+        runs: FlowRuns,
+        store: TaskStateStore,
+        stats: Stats,
+        config: ObserverConfig,
+        definitions: TaskDefinitions | None = None,
+        container_logs: ContainerLogs | None = None,
+    ) -> None:
         self._runs = runs
         self._store = store
         self._stats = stats
-        self._reads = _Reads(runs, linger)
+        self._definitions = definitions
+        self._container_logs = container_logs
+        self._backoff = config.backoff.hooked(stats.retried)
+        self._container_name = config.container_name
+        self._reads = _Reads(runs, config.linger)
         self._tails: dict[str, asyncio.Task[None]] = {}  # per task: its latest effects, which later ones await
 
     def schedule(self, forward: Forward) -> asyncio.Task[None] | None:
@@ -98,21 +117,27 @@ class Effects:
         if previous is not None:
             # Its failure is its own message's business (it stays in the queue); this one goes on.
             await asyncio.gather(asyncio.shield(previous), return_exceptions=True)
+        current: RunState | None = None  # the run's state before this change's proposal
         for effect in forward.effects:
             if isinstance(effect, KeepRunTrue):
-                await self._keep_true(forward, effect)
+                current = await self._keep_true(forward, effect)
             elif isinstance(effect, WriteDiagnosis):
                 await self._write_diagnosis(forward, effect)
+            elif isinstance(effect, ForwardCrashLogs):
+                if current is not None and never_ran(current):
+                    await self._crash_logs(forward, effect)
+            else:
+                await self._deregister(forward, effect)
 
-    async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> None:
+    async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> RunState | None:
         current = await self._reads.state(effect.run_id)
         if current is None:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
-            return
+            return None
         proposal = propose(forward.change, forward.diagnosis, current)
         if proposal is None:
-            return
+            return current
         answer = await self._runs.propose(effect.run_id, proposal)
         self._stats.state_proposals[answer] += 1
         level = logging.INFO if answer == "ACCEPT" else logging.DEBUG
@@ -124,6 +149,7 @@ class Effects:
             forward.change.task_id,
             answer,
         )
+        return current
 
     async def _write_diagnosis(self, forward: Forward, effect: WriteDiagnosis) -> None:
         change = forward.change
@@ -133,6 +159,60 @@ class Effects:
         await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis)])
         await self._store.done(change.task_arn, "diagnosis", expires)
         self._stats.run_logs += 1
+
+    async def _crash_logs(self, forward: Forward, effect: ForwardCrashLogs) -> None:
+        change = forward.change
+        if self._definitions is None or self._container_logs is None or not change.task_definition_arn:
+            return
+        expires = expires_after(change.last_status, change.occurred)
+        if not await self._store.once(change.task_arn, "crash-logs", change.event_id, expires):
+            return
+        definitions, container_logs, arn = self._definitions, self._container_logs, change.task_definition_arn
+        stop = change.stop
+        named = [c.name for c in stop.containers if c.name == self._container_name] if stop is not None else []
+        only = [c.name for c in stop.containers] if stop is not None and len(stop.containers) == 1 else []
+        container = (named or only or [None])[0]
+
+        async def fetch() -> list[tuple[datetime, str]] | None:
+            source = await definitions.log_source(arn, container)
+            if source is None:
+                log.debug("task definition %s: no awslogs configuration for the flow's container", arn)
+                return None
+            lines = await container_logs.tail(source, change.task_id, effect.lines)
+            if lines is None:
+                log.debug("no log stream %s in %s for task %s", source.stream(change.task_id), source.group, arn)
+            return lines
+
+        what = f"fetching the crash logs of task {change.task_arn}"
+        try:
+            lines = await self._backoff.call("crash_logs", fetch, limit=_AWS_ATTEMPTS, what=what)
+        except Exception as exc:
+            log.warning("%s failed %d times; giving up: %s", what, _AWS_ATTEMPTS, exc)
+            lines = None
+        if lines:
+            await self._runs.log(crash_logs(effect.run_id, change.task_id, lines))
+            self._stats.run_logs += 1
+        await self._store.done(change.task_arn, "crash-logs", expires)
+
+    async def _deregister(self, forward: Forward, effect: DeregisterDefinition) -> None:
+        change = forward.change
+        if self._definitions is None:
+            return
+        expires = expires_after(change.last_status, change.occurred)
+        if not await self._store.once(change.task_arn, "deregister", change.event_id, expires):
+            return
+        definitions = self._definitions
+        what = f"DeregisterTaskDefinition {effect.arn}"
+        try:
+            await self._backoff.call(
+                "deregister", lambda: definitions.deregister(effect.arn), limit=_AWS_ATTEMPTS, what=what
+            )
+        except Exception as exc:
+            log.warning("%s failed %d times; giving up: %s", what, _AWS_ATTEMPTS, exc)
+        else:
+            self._stats.deregistered += 1
+            log.info("task definition %s deregistered (task %s stopped)", effect.arn, change.task_id)
+        await self._store.done(change.task_arn, "deregister", expires)
 
     async def close(self) -> None:
         for task in list(self._tails.values()):

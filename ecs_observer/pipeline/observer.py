@@ -17,10 +17,19 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from ..core.decision import Ack, Decision, Forward, Release, settle
+from ..core.decision import Ack, Decision, Forward, Release, batch_order, settle
 from ..core.ecs_event import Decoded, TaskStateChange, decode
 from ..core.task_record import TaskRecord
-from ..ports import EventSink, FlowRuns, Message, MessageQueue, TaskDescriber, TaskStateStore
+from ..ports import (
+    ContainerLogs,
+    EventSink,
+    FlowRuns,
+    Message,
+    MessageQueue,
+    TaskDefinitions,
+    TaskDescriber,
+    TaskStateStore,
+)
 from ..support.stats import Stats
 from .config import ObserverConfig
 from .effects import Effects
@@ -48,26 +57,19 @@ class Observer:
         config: ObserverConfig,
         stats: Stats | None = None,
         runs: FlowRuns | None = None,
+        definitions: TaskDefinitions | None = None,
+        container_logs: ContainerLogs | None = None,
     ) -> None:
-        """Without `runs` (or with `flow_run_states` off) only events are forwarded."""
+        """Without `runs` only events are forwarded; without `definitions` and `container_logs`,
+        no crash logs are fetched and no task definition is deregistered."""
         self.stats = stats = stats or Stats()
         self._config = config
         self._store = store
         self._watch = StateWatch(store)
-        self._tags = TagLookup(
-            describer,
-            store,
-            stats,
-            cache_size=config.cache_size,
-            linger=config.describe_linger,
-            backoff=config.backoff,
-            claim_seconds=config.describe_claim,
-            watch=self._watch,
-        )
-        run_states = runs is not None and config.flow_run_states
+        self._tags = TagLookup.configured(describer, store, stats, config, self._watch)
         sequencer = Sequencer(store, config.reorder_window, self._watch)
-        self._policy = Policy(self._tags, sequencer, store, container_name=config.container_name, run_states=run_states)
-        self._effects = Effects(runs, store, stats, config.linger) if runs is not None else None
+        self._policy = Policy(self._tags, sequencer, store, config, effects=runs is not None)
+        self._effects = Effects(runs, store, stats, config, definitions, container_logs) if runs else None
         self._forwarder = Forwarder(
             sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
         )
@@ -121,7 +123,7 @@ class Observer:
     def _dispatch(self, messages: list[Message]) -> None:
         decoded = [(message, decode(message.body)) for message in messages]
         # Lower versions of a task first, so that a batch needs no reorder wait.
-        decoded.sort(key=lambda pair: _order(pair[1]))
+        decoded.sort(key=lambda pair: batch_order(pair[1]))
         records = self._policy.load([outcome for _, outcome in decoded if isinstance(outcome, TaskStateChange)])
         for message, outcome in decoded:
             self.stats.received += 1
@@ -186,9 +188,3 @@ class Observer:
         while True:
             await asyncio.sleep(self._config.summary_interval)
             log.info("summary: %s", self.stats.summary())
-
-
-def _order(outcome: Decoded) -> tuple[str, int]:
-    if isinstance(outcome, TaskStateChange):
-        return (outcome.task_arn, outcome.version or 0)
-    return ("", 0)

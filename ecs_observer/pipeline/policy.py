@@ -19,6 +19,7 @@ from ..core.ecs_event import Decoded, TaskStateChange
 from ..core.task_record import TaskRecord
 from ..core.translate import build_event, flow_run_id
 from ..ports import TaskStateStore
+from .config import ObserverConfig
 from .sequencer import Sequencer
 from .tags import TagLookup
 
@@ -33,16 +34,17 @@ class Policy:
         tags: TagLookup,
         sequencer: Sequencer,
         store: TaskStateStore,
+        config: ObserverConfig,
         *,
-        container_name: str = "prefect",
-        run_states: bool = True,
+        effects: bool = True,
     ) -> None:
+        """`effects` False: events only (no flow-run or task-definition port to apply them with)."""
         self._tags = tags
         self._sequencer = sequencer
         self._store = store
         self._loads: set[asyncio.Task[Mapping[str, TaskRecord]]] = set()
-        self._container_name = container_name
-        self._run_states = run_states
+        self._config = config
+        self._effects = effects
         # Bounded, so that a task's tag problems are logged once, not on every change.
         self._warned_tasks: LRUCache[str, bool] = LRUCache(maxsize=10_000)
 
@@ -77,11 +79,22 @@ class Policy:
         if run_id is None:
             return unowned(change, tags)
         follows = await self._sequencer.follows(change, record.links if record is not None else ())
-        diagnosis = diagnose(change.stop, self._container_name) if change.stop is not None else None
+        diagnosis = diagnose(change.stop, self._config.container_name) if change.stop is not None else None
         event = build_event(change, tags.tags, run_id, follows, diagnosis)
         if event.warnings and change.task_arn not in self._warned_tasks:
             self._warned_tasks[change.task_arn] = True
             for warning in event.warnings:
                 log.warning("task %s: %s", change.task_arn, warning)
-        effects = effects_of(change, run_id, diagnosis) if self._run_states else ()
+        effects = (
+            effects_of(
+                change,
+                run_id,
+                diagnosis,
+                tags.tags,
+                run_states=self._config.flow_run_states,
+                crash_log_lines=self._config.crash_log_lines,
+            )
+            if self._effects
+            else ()
+        )
         return Forward(change, event, effects, diagnosis)

@@ -30,6 +30,7 @@ from ..core.task_record import GONE, NO_TAGS, TaskRecord, TaskTags, expires_afte
 from ..ports import TaskDescriber, TaskStateStore
 from ..support.backoff import Backoff
 from ..support.stats import Stats
+from .config import ObserverConfig
 from .watch import StateWatch
 
 __all__ = ["MAX_TASKS_PER_CALL", "TagLookup"]
@@ -72,6 +73,21 @@ class TagLookup:
         self._pending: dict[tuple[str, str | None], _Pending] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def configured(
+        cls, describer: TaskDescriber, store: TaskStateStore, stats: Stats, config: ObserverConfig, watch: StateWatch
+    ) -> TagLookup:
+        return cls(
+            describer,
+            store,
+            stats,
+            cache_size=config.cache_size,
+            linger=config.describe_linger,
+            backoff=config.backoff,
+            claim_seconds=config.describe_claim,
+            watch=watch,
+        )
 
     def cached(self, task_arn: str) -> TaskTags | None:
         return self._cache.get(task_arn)

@@ -42,7 +42,8 @@ class Stats:
     described_tasks: int = 0  # tasks named in DescribeTasks calls, retries included
     tag_cache_hits: int = 0
     shared_tag_hits: int = 0  # tags another replica described, read from the shared task state
-    run_logs: int = 0  # flow-run logs written (diagnoses)
+    run_logs: int = 0  # flow-run log posts (diagnoses, crash logs)
+    deregistered: int = 0  # task definitions deregistered
     in_flight: int = 0
     sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
