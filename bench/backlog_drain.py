@@ -101,7 +101,11 @@ def main() -> None:
         print(f"{api + ' per message':<40} {count / n:8.4f}  ({count:.0f} calls)")
     print(f"{'AWS calls per message':<40} {sum(calls.values()) / n:8.4f}  (target <= 0.25)")
     print(f"DescribeTasks bound (tasks/100 + 1 per cluster per window): {args.tasks / 100 + CLUSTERS:.1f}")
-    print(f"Prefect requests        {stats['requests']:10d}  ({len(stats['arrivals'])} events)")
+    prefect_calls = sum(stats["requests"].values())
+    for route, count in sorted(stats["requests"].items()):
+        print(f"{'Prefect ' + route + ' per Prefect change':<40} {count / len(expected):8.4f}  ({count} calls)")
+    print(f"{'Prefect calls per Prefect change':<40} {prefect_calls / len(expected):8.4f}  (target <= 0.5)")
+    print(f"Prefect events accepted {len(stats['arrivals']):10d}")
     print(f"observer CPU seconds    {cpu:10.1f}  ({cpu / n * 1000:.2f} per 1,000 messages)")
     print(f"observer peak RSS MB    {rss:10.1f}")
     print(f"events delivered        {len(expected) - len(missing)}/{len(expected)}; left in queue {left}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ecs_observer.adapters.aws import AwsClients
-from ecs_observer.app.demo.samples import state_change
+from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
 from .servers import PrefectServer
 from .world import depth, make_queue, make_table, send, start_tasks
@@ -220,20 +220,44 @@ def test_python_dash_m_runs_the_same_command() -> None:
     assert json.loads(result.stdout)["event"] == "prefect.ecs.task.pending"
 
 
-def test_demo_runs_the_observer_through_the_template_and_prints_chained_events() -> None:
+def test_demo_prints_a_timeline_per_task_with_the_states_it_would_set() -> None:
     result = cli("demo", timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert out.count("\ntask ") + out.startswith("task ") == 3  # the untagged tasks and the EC2 event yield nothing
+    # Every change follows the one before: no break (" | ") in any chain.
+    assert out.count("  ECS      PROVISIONING → PENDING → STOPPED\n") == 1
+    full = "  ECS      " + " → ".join(FARGATE_LIFECYCLE) + "\n"
+    assert out.count(full) == 2
+    assert " | " not in out
+    assert out.count("  run      Pending → InfrastructurePending → Crashed\n") == 1
+    assert out.count("  run      Pending → InfrastructurePending\n") == 2
+    assert "stopped: the container ran out of memory and was killed; exit code 137" in out
+    assert "  why      out-of-memory: raise the task's or the container's memory" in out
+    assert "  logs     the container's last 3 line(s) posted, ending 'Killed'" in out
+    assert "flow runs in memory" in result.stderr
+
+
+def test_demo_json_prints_the_raw_chained_events() -> None:
+    result = cli("demo", "--json", timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     # Unique by id: SQS may deliver a message twice, and Prefect keeps one copy of each id.
     events = list({e["id"]: e for e in map(json.loads, result.stdout.splitlines())}.values())
-    assert len(events) == 24  # 3 Prefect tasks x 8 states; the untagged tasks and the EC2 event yield nothing
+    assert len(events) == 3 + 8 + 8  # the first task stops once placed
     by_task: dict[str, list[dict[str, object]]] = {}
     for event in events:
         by_task.setdefault(str(event["resource"]["prefect.resource.id"]), []).append(event)
-    assert len(by_task) == 3
+    assert sorted(len(chain) for chain in by_task.values()) == [3, 8, 8]
     for chain in by_task.values():
         ordered = sorted(chain, key=lambda e: str(e["occurred"]))
         assert [e.get("follows") for e in ordered] == [None] + [e["id"] for e in ordered[:-1]]
-    assert "demo: received " in result.stderr
+
+
+def test_demo_with_a_prefect_api_creates_the_runs_there_and_sets_their_states(prefect: PrefectServer) -> None:
+    result = cli("demo", "--prefect-api-url", prefect.api_url, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("  run      Pending → InfrastructurePending → Crashed\n") == 1
+    assert f"flow runs in {prefect.api_url}" in result.stderr
 
 
 def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_one_on() -> None:

@@ -71,8 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings_flags(dlq_redrive)
     demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
     demo.add_argument(
-        "--prefect-api-url", default=None, help="forward to this Prefect API (default: PREFECT_API_URL, else print)"
+        "--prefect-api-url",
+        default=None,
+        help="forward events and flow-run states to this Prefect API (default: PREFECT_API_URL, else in memory)",
     )
+    demo.add_argument("--json", action="store_true", help="print the raw Prefect events as JSON lines instead")
     for sub in (run, check, tr, health, dlq_show, dlq_redrive, demo):
         sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
         sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
@@ -112,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(dead_letters(settings, args.dlq_command, limit, print, sys.stderr.isatty()))
         from .demo import run_demo
 
-        return asyncio.run(run_demo(settings))
+        return asyncio.run(run_demo(settings, as_json=args.json))
     except ConfigError as exc:
         print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -31,6 +31,8 @@ _COUNTERS = {
     "described_tasks": ("described_tasks", "Tasks named in ECS DescribeTasks calls"),
     "tag_cache_hits": ("tag_cache_hits", "Tag lookups answered from the cache"),
     "shared_tag_hits": ("shared_tag_hits", "Tag lookups answered by the shared task state (another replica)"),
+    "run_logs": ("flow_run_log_posts", "Flow-run log posts: diagnoses and crash logs"),
+    "deregistered": ("task_definitions_deregistered", "Task definitions deregistered after their task stopped"),
 }
 
 
@@ -57,6 +59,12 @@ class _StatsCollector(Collector):
         for status, n in sorted(self._stats.sink_errors.items()):
             errors.add_metric([status], n)
         yield errors
+        proposals = CounterMetricFamily(
+            "ecs_observer_flow_run_state_proposals", "Flow-run state proposals by Prefect's answer", labels=["answer"]
+        )
+        for answer, n in sorted(self._stats.state_proposals.items()):
+            proposals.add_metric([answer], n)
+        yield proposals
         dynamodb = CounterMetricFamily(
             "ecs_observer_dynamodb_calls", "DynamoDB calls for the shared task state, by API", labels=["api"]
         )

@@ -44,13 +44,14 @@ def awaits_predecessor(history: Sequence[Link], version: int | None) -> bool:
 
 
 def choose_follows(history: Sequence[Link], event_id: UUID, version: int | None, occurred: datetime) -> UUID | None:
-    """The latest earlier state change of the task, when it occurred less than 5 minutes before."""
+    """The latest earlier state change of the task (by version), when the two occurred less than 5 minutes
+    apart, in either direction: clocks and `updatedAt` do not always agree with the version order."""
     me = Link(event_id, version, occurred, None).order()
     earlier = [link for link in history if link.event_id != event_id and link.order() < me]
     if not earlier:
         return None
     previous = max(earlier, key=Link.order)
-    return previous.event_id if occurred - previous.occurred < CHAIN_WINDOW else None
+    return previous.event_id if abs(occurred - previous.occurred) < CHAIN_WINDOW else None
 
 
 def add_link(history: Sequence[Link], link: Link) -> tuple[Link, ...]:

@@ -2,9 +2,13 @@
 
 Starts moto's server in-process on a free port, deploys the events template
 (queue, dead-letter queue, EventBridge rule), starts tagged and untagged tasks,
-puts their whole lifecycles through EventBridge (one flow run crashes), and runs
-the observer until the queue is empty, forwarding to PREFECT_API_URL when set,
-else printing each event.
+puts their whole lifecycles through EventBridge in random order (one flow run
+runs out of memory before it ever runs), and runs the observer until the queue
+is empty. It prints, per task, the chain of states as Prefect will link them,
+the flow-run states it sets, and why the crashed one stopped (`--json`: the raw
+events instead). With PREFECT_API_URL the events and states go to that Prefect
+(the demo's flow runs are created there first); without, the flow runs live in
+memory.
 """
 
 from __future__ import annotations
@@ -15,20 +19,25 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import aioboto3
 
 from ...adapters.aws import AwsClients
-from ...adapters.console import ConsoleSink
-from ...adapters.ecs import EcsDescriber
+from ...adapters.cloudwatch import CloudWatchLogs
+from ...adapters.ecs import EcsDescriber, EcsTaskDefinitions
 from ...adapters.memory import MemoryTaskState
+from ...adapters.prefect.events import PrefectApiSink
+from ...adapters.prefect.flow_runs import PrefectFlowRuns
 from ...adapters.sqs import SqsQueue
 from ...pipeline.observer import Observer, ObserverConfig
-from ...ports import EventSink
-from ..service import prefect_sink
+from ...ports import EventSink, FlowRuns
+from ..service import prefect_client
 from ..settings import Settings
+from .runs import MemoryFlowRuns, create_runs, read_back
 from .samples import FARGATE_LIFECYCLE, lifecycle
 from .sandbox import deploy_events_stack, free_port, put_events, start_cluster
+from .timeline import RecordingSink, timeline, write
 
 if TYPE_CHECKING:
     from types_aiobotocore_ecs.type_defs import TagTypeDef
@@ -36,9 +45,15 @@ if TYPE_CHECKING:
 __all__ = ["run_demo"]
 
 REGION = "us-east-1"
+OOM = {
+    "containers": [
+        {"name": "prefect", "exitCode": 137, "reason": "OutOfMemoryError: Container killed due to memory usage"}
+    ]
+}
+CRASH_OUTPUT = ["Downloading flow code", "Loading 2.1 GB of input into a DataFrame", "Killed"]
 
 
-async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> int:
+async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 3, untagged: int = 2) -> int:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
@@ -49,36 +64,74 @@ async def run_demo(settings: Settings, tagged: int = 3, untagged: int = 2) -> in
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    names = [f"demo-run-{n}" for n in range(tagged)]
+    recorder = RecordingSink(echo=sys.stdout if as_json else None)
+    client = prefect_client(settings, settings.prefect_api_url) if settings.prefect_api_url else None
     try:
+        if client is not None:
+            run_ids = await create_runs(client, names)
+            runs: FlowRuns = PrefectFlowRuns(client)
+            sink: EventSink = _Both(PrefectApiSink(client), recorder)
+        else:
+            run_ids = [uuid.uuid4() for _ in names]
+            runs, sink = MemoryFlowRuns(run_ids), recorder
         # moto accepts any credentials; these are placeholders, not secrets.
         session = aioboto3.Session(aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION)  # noqa: S106
         async with AwsClients(session, endpoint_url=endpoint) as clients:
-            queue = await _feed(session, endpoint, clients, tagged, untagged)
-            sink: EventSink = (
-                prefect_sink(settings, settings.prefect_api_url) if settings.prefect_api_url else ConsoleSink()
-            )
+            queue = await _feed(session, endpoint, clients, run_ids, untagged)
             config = ObserverConfig(receivers=2, wait_time_seconds=1, visibility_timeout=30, reorder_window=2.0)
-            observer = Observer(queue, EcsDescriber(clients), MemoryTaskState(1000), sink, config)
-            try:
-                await observer.run(until_idle=2)
-            finally:
-                await sink.aclose()
+            observer = Observer(
+                queue,
+                EcsDescriber(clients),
+                MemoryTaskState(1000),
+                sink,
+                config,
+                runs=runs,
+                definitions=EcsTaskDefinitions(clients),
+                container_logs=CloudWatchLogs(clients),
+            )
+            await observer.run(until_idle=2)
+        held = await read_back(client, run_ids) if client is not None else runs
+        assert isinstance(held, MemoryFlowRuns)
+        if not as_json:
+            write(timeline(list(recorder.events.values()), held.histories, held.messages, held.logs))
     finally:
         server.stop()
+        if client is not None:
+            await client.aclose()
     s = observer.stats
-    target = settings.prefect_api_url or "stdout"
+    target = settings.prefect_api_url or "memory"
     print(
-        f"demo: received {s.received}, forwarded {s.forwarded} (to {target}), filtered {s.filtered} "
-        f"(untagged tasks), ignored {s.ignored}, rejected {s.rejected}; DescribeTasks calls {s.describe_calls}",
+        f"demo: received {s.received}, forwarded {s.forwarded}, filtered {s.filtered} (untagged tasks), "
+        f"ignored {s.ignored}, rejected {s.rejected}; DescribeTasks calls {s.describe_calls}; "
+        f"flow-run states {dict(s.state_proposals)} and {s.run_logs} log post(s) (flow runs in {target})",
         file=sys.stderr,
     )
+    crashed = held.histories[run_ids[0]][-1].type == "CRASHED"
     # At least: SQS may deliver a message twice, and Prefect keeps one copy of each id.
-    return 0 if s.rejected == 0 and s.forwarded >= tagged * len(FARGATE_LIFECYCLE) else 1
+    expected = (tagged - 1) * len(FARGATE_LIFECYCLE) + 3  # the first task stops once placed
+    return 0 if s.rejected == 0 and s.forwarded >= expected and crashed else 1
 
 
-def _tags(n: int) -> list[TagTypeDef]:
+class _Both:
+    """Forwards to Prefect and keeps a copy for the timeline."""
+
+    def __init__(self, sink: EventSink, recorder: RecordingSink) -> None:
+        self._sink = sink
+        self._recorder = recorder
+
+    async def send(self, events: Any) -> dict[UUID, str]:
+        refused = await self._sink.send(events)
+        await self._recorder.send([e for e in events if e.id not in refused])
+        return refused
+
+    async def aclose(self) -> None:
+        await self._sink.aclose()
+
+
+def _tags(n: int, run_id: UUID) -> list[TagTypeDef]:
     return [
-        {"key": "prefect.io/flow-run-id", "value": str(uuid.uuid4())},
+        {"key": "prefect.io/flow-run-id", "value": str(run_id)},
         {"key": "prefect.io/flow-run-name", "value": f"demo-run-{n}"},
         {"key": "prefect.io/flow-id", "value": str(uuid.uuid4())},
         {"key": "prefect.io/flow-name", "value": "etl"},
@@ -90,8 +143,12 @@ def _tags(n: int) -> list[TagTypeDef]:
     ]
 
 
-async def _feed(session: aioboto3.Session, endpoint: str, clients: AwsClients, tagged: int, untagged: int) -> SqsQueue:
-    """The events stack from infra/events.yaml, tasks, and their lifecycles put through EventBridge."""
+async def _feed(
+    session: aioboto3.Session, endpoint: str, clients: AwsClients, run_ids: list[UUID], untagged: int
+) -> SqsQueue:
+    """The events stack from infra/events.yaml, tasks, and their lifecycles put through EventBridge.
+    The first flow run's task runs out of memory while placed; its container's output is in CloudWatch Logs."""
+    tagged = len(run_ids)
     async with (
         session.client("cloudformation", endpoint_url=endpoint) as cfn,
         session.client("events", endpoint_url=endpoint) as bus,
@@ -103,15 +160,19 @@ async def _feed(session: aioboto3.Session, endpoint: str, clients: AwsClients, t
         start = datetime.now(UTC) - timedelta(minutes=2)
         for n in range(tagged + untagged):
             other: list[TagTypeDef] = [{"key": "team", "value": "not-prefect"}]
-            tags = _tags(n) if n < tagged else other
+            tags = _tags(n, run_ids[n]) if n < tagged else other
             task_arn = await cluster.run_task(ecs, tags)
+            crashes = n == 0
             envelopes += lifecycle(
                 task_arn,
                 start + timedelta(seconds=n),
+                statuses=("PROVISIONING", "PENDING", "STOPPED") if crashes else FARGATE_LIFECYCLE,
                 cluster_arn=cluster.arn,
                 task_definition_arn=cluster.task_definition_arn,
-                exit_code=1 if n == 0 else 0,
+                stopped=OOM if crashes else None,
             )
+            if crashes:
+                await _container_output(clients, task_arn, start)
         random.shuffle(envelopes)  # SQS keeps no order either
         # Not an ECS task state change: the template's rule does not route it to the queue.
         envelopes.append(
@@ -124,3 +185,18 @@ async def _feed(session: aioboto3.Session, endpoint: str, clients: AwsClients, t
         )
         await put_events(bus, envelopes)
     return SqsQueue(await clients.sqs(REGION), outputs["QueueUrl"])
+
+
+async def _container_output(clients: AwsClients, task_arn: str, start: datetime) -> None:
+    """What the crashing task's container printed, where awslogs would have put it."""
+    logs = await clients.logs(REGION)
+    stream = f"prefect/prefect/{task_arn.rsplit('/', 1)[1]}"
+    groups = (await logs.describe_log_groups(logGroupNamePrefix="prefect"))["logGroups"]
+    if not any(group.get("logGroupName") == "prefect" for group in groups):
+        await logs.create_log_group(logGroupName="prefect")
+    await logs.create_log_stream(logGroupName="prefect", logStreamName=stream)
+    events: list[Any] = [
+        {"timestamp": int((start + timedelta(seconds=i + 1)).timestamp() * 1000), "message": line}
+        for i, line in enumerate(CRASH_OUTPUT)
+    ]
+    await logs.put_log_events(logGroupName="prefect", logStreamName=stream, logEvents=events)

@@ -51,11 +51,26 @@ class Cluster:
 
 
 async def start_cluster(ecs: ECSClient, name: str) -> Cluster:
-    """A cluster and a task definition without awsvpc (moto's RunTask fails on awsvpc)."""
+    """A cluster and a task definition without awsvpc (moto's RunTask fails on awsvpc), logging as the worker's do."""
     arn = (await ecs.create_cluster(clusterName=name))["cluster"]["clusterArn"]
     task_definition = await ecs.register_task_definition(
         family="prefect-flow",
-        containerDefinitions=[{"name": "prefect", "image": "prefecthq/prefect:3-latest", "memory": 512}],
+        containerDefinitions=[
+            {
+                "name": "prefect",
+                "image": "prefecthq/prefect:3-latest",
+                "memory": 512,
+                # As the Prefect ECS worker configures it.
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": "prefect",
+                        "awslogs-region": "us-east-1",
+                        "awslogs-stream-prefix": "prefect",
+                    },
+                },
+            }
+        ],
     )
     return Cluster(arn, name, task_definition["taskDefinition"]["taskDefinitionArn"])
 
