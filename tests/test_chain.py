@@ -45,6 +45,17 @@ def test_four_minutes_59_seconds_chains_five_minutes_does_not() -> None:
     assert choose_follows((one,), uuid.uuid4(), 2, T0 + timedelta(hours=1)) is None
 
 
+def test_a_predecessor_that_occurred_later_chains_only_within_the_window() -> None:
+    """Version order and time order can disagree (clock skew, `updatedAt` of another era): the version decides
+    which change is the predecessor, and the 5-minute window holds in either direction."""
+    later = link(1, T0 + timedelta(minutes=1))
+    assert choose_follows((later,), uuid.uuid4(), 2, T0) == later.event_id
+    far = link(1, T0 + timedelta(minutes=6))
+    assert choose_follows((far,), uuid.uuid4(), 2, T0) is None
+    edge = link(1, T0 + timedelta(minutes=5))
+    assert choose_follows((edge,), uuid.uuid4(), 2, T0) is None
+
+
 def test_out_of_order_versions_follow_the_lower_version_not_the_later_arrival() -> None:
     one, three = link(1, T0), link(3, T0 + timedelta(seconds=20))
     # Version 2 arrives after 3: it follows 1, not 3.

@@ -115,6 +115,22 @@ def test_old_style_task_arn_has_no_cluster() -> None:
     assert change.cluster is None
 
 
+@pytest.mark.parametrize(
+    "account", ["123456789012", "111122223333", "000000000000", "ACCOUNT", "123456789", "xxxx-redacted"]
+)
+def test_any_account_segment_without_slash_or_colon(account: str) -> None:
+    change = decoded(event(taskArn=f"arn:aws:ecs:us-west-2:{account}:task/FargateCluster/c13b4cb40f1f4fe4"))
+    assert change.task_id == "c13b4cb40f1f4fe4"
+    assert change.region == "us-west-2"
+
+
+@pytest.mark.parametrize("account", ["", "12/34", "a b", "1:2"])
+def test_a_malformed_account_segment_is_still_rejected(account: str) -> None:
+    assert rejected(event(taskArn=f"arn:aws:ecs:us-west-2:{account}:task/FargateCluster/c13b")).startswith(
+        "detail.taskArn: not an ECS task ARN"
+    )
+
+
 def test_unknown_fields_are_ignored() -> None:
     body = event(brandNewField={"x": [1, 2]})
     body["brandNewTopLevel"] = True

@@ -37,9 +37,10 @@ FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
 
 # 8-4-4-4-12 hex digits, any version and variant: EventBridge ids are not always RFC 4122.
 _UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# arn:<partition>:ecs:<region>:<account>:task/[<cluster>/]<task id>
+# arn:<partition>:ecs:<region>:<account>:task/[<cluster>/]<task id>. The account is usually 12 digits, but
+# documentation samples, redacted logs and emulators use other shapes; the task id is what matters.
 _TASK_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):ecs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"^arn:(?P<partition>aws[a-z-]*):ecs:(?P<region>[a-z0-9-]+):(?P<account>[^/:\s]{1,64}):"
     r"task/(?:(?P<cluster>[A-Za-z0-9_-]{1,255})/)?(?P<task_id>[A-Za-z0-9-]{1,64})$"
 )
 _STATUS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
