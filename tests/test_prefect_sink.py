@@ -18,6 +18,7 @@ from ecs_observer.adapters.prefect.client import PrefectClient
 from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.ports import EncodedEvent
 from ecs_observer.support.backoff import Backoff
+from ecs_observer.support.stats import Stats
 
 from .servers import PrefectServer
 
@@ -152,3 +153,57 @@ async def test_refused_single_event_is_reported_not_retried() -> None:
     event = valid_event("prefect.ecs.task.a")
     assert set(await sink.send([event])) == {event.id}
     assert len(transport.requests) == 1
+
+
+def answer(code: int, body: object) -> Callable[[], httpx.Response]:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return lambda: httpx.Response(code, content=content)
+
+
+PREFECT_422 = {
+    "exception_message": "Invalid request received.",
+    "exception_detail": [{"loc": ["body", 0, "resource"], "msg": "Field required", "type": "missing"}],
+}
+
+
+async def test_a_gateway_400_or_404_is_retried_never_a_verdict_on_the_events() -> None:
+    """A WAF or proxy answering 400 to everything must not send every message to the dead-letter queue."""
+    transport = Scripted(
+        [
+            answer(400, b"<html><body>400 Bad Request</body></html>"),
+            answer(400, {"message": "Bad Request"}),
+            status(404),
+        ]
+    )
+    stats = Stats()
+    client = PrefectClient("http://prefect.invalid/api", transport=transport, config_retry=0.05, stats=stats)
+    events = [valid_event("prefect.ecs.task.a") for _ in range(3)]
+    assert await PrefectApiSink(client).send(events) == {}
+    assert len(transport.requests) == 4
+    assert stats.sink_errors == {"400": 2, "404": 1}
+
+
+async def test_prefects_validation_error_in_a_400_or_422_singles_out_the_event() -> None:
+    for code in (400, 422):
+        # The batch of 4 is refused, then its first half, then the second event alone; the rest go through.
+        invalid = answer(code, PREFECT_422)
+        transport = Scripted([invalid, invalid, status(204), invalid])
+        events = [valid_event("prefect.ecs.task.a") for _ in range(4)]
+        refused = await PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport)).send(events)
+        assert set(refused) == {events[1].id}
+        assert refused[events[1].id].startswith(f"HTTP {code}: ")
+        assert "Field required" in refused[events[1].id]
+
+
+async def test_413_splits_the_batch_down_to_one_event() -> None:
+    transport = Scripted(
+        [answer(413, b"Request Entity Too Large"), answer(413, b"too large"), status(204), status(204)]
+    )
+    events = [valid_event("prefect.ecs.task.a") for _ in range(4)]
+    assert await PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=transport)).send(events) == {}
+    sizes = [len(json.loads(request.content)) for _, request in transport.requests]
+    assert sizes == [4, 2, 1, 1, 2]
+    alone = Scripted([answer(413, b"too large")])
+    one = valid_event("prefect.ecs.task.a")
+    refused = await PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=alone)).send([one])
+    assert refused == {one.id: "HTTP 413: too large"}

@@ -59,6 +59,8 @@ def reset() -> Fault:
 class FaultProxy:
     upstream: str
     script: dict[str, list[Fault]] = field(default_factory=dict)
+    # Every request of an operation whose body holds the bytes gets the fault, for as long as it is set.
+    refusals: dict[str, tuple[bytes, Fault]] = field(default_factory=dict)
     requests: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -70,6 +72,9 @@ class FaultProxy:
 
     def inject(self, operation: str, *faults: Fault) -> None:
         self.script.setdefault(operation, []).extend(faults)
+
+    def refuse(self, operation: str, containing: bytes, fault: Fault) -> None:
+        self.refusals[operation] = (containing, fault)
 
     def times(self, operation: str) -> list[float]:
         return [t for t, _ in self.requests[operation]]
@@ -106,6 +111,9 @@ class FaultProxy:
         body = await request.read()
         pending = self.script.get(operation)
         fault = pending.pop(0) if pending else None
+        refusal = self.refusals.get(operation)
+        if fault is None and refusal is not None and refusal[0] in body:
+            fault = refusal[1]
         self.requests[operation].append((time.monotonic(), fault.kind if fault else "pass"))
         if fault is not None and fault.kind == "status":
             return web.Response(status=fault.status, body=fault.body, headers=dict(fault.headers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -16,8 +17,8 @@ from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.support.backoff import Backoff
 
 from ..servers import PrefectServer
-from ..world import FAST, depth, observer
-from .proxy import FaultProxy, hang, status
+from ..world import FAST, REGION, depth, observer
+from .proxy import Fault, FaultProxy, hang, status
 from .scenario import delivered, gaps, run_until, scenario
 
 EVENTS = "POST /api/events"
@@ -111,3 +112,34 @@ async def test_refused_credentials_keep_everything_until_fixed(
         await delivered(aws, server, sc)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_an_event_prefect_refuses_goes_to_the_dead_letter_queue_and_the_others_arrive(
+    aws: AwsClients, prefect: PrefectServer, prefect_proxy: FaultProxy
+) -> None:
+    sc = await scenario(aws, max_receive=2, visibility=2)
+    bad = sc.tagged[1].events[3]
+    invalid = {"exception_message": "Invalid request received.", "exception_detail": [{"loc": ["body"], "msg": "no"}]}
+    # Its id, not a `follows` naming it: the change after it is valid.
+    needle = f'"id":"{bad["id"]}"'.encode()
+    prefect_proxy.refuse(EVENTS, needle, Fault("status", status=422, body=json.dumps(invalid).encode()))
+    sink = PrefectApiSink(PrefectClient(f"{prefect_proxy.url}/api", backoff=Backoff(0.1, 1.0)))
+    obs = await observer(aws, sc.queue_url, sink, replace(FAST, visibility_timeout=2))
+    run = asyncio.create_task(obs.run())
+    try:
+        for _ in range(240):
+            await asyncio.sleep(0.25)
+            if await depth(aws, sc.dlq_url) == (1, 0) and await depth(aws, sc.queue_url) == (0, 0):
+                break
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    # The refused change alone is in the dead-letter queue, with the reason logged; every other one arrived.
+    sqs = await aws.sqs(REGION)
+    assert await depth(aws, sc.dlq_url) == (1, 0)
+    (dead,) = (await sqs.receive_message(QueueUrl=sc.dlq_url, WaitTimeSeconds=1))["Messages"]
+    assert json.loads(dead["Body"])["id"] == bad["id"]
+    assert obs.stats.invalid_events >= 1
+    stored = prefect.wait_for_events([t.resource_id for t in sc.tagged], count=sc.expected - 1)
+    assert {e["id"] for e in stored} == {e["id"] for t in sc.tagged for e in t.events} - {bad["id"]}

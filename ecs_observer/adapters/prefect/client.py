@@ -5,7 +5,7 @@ Prefect *answers* it: connection errors, timeouts, 408, 429 and 5xx are retried
 with exponential backoff and jitter (honouring `Retry-After`); 401/403 and other
 configuration errors are logged once and retried slowly, so that fixing the
 credentials is all it takes. The caller names which statuses are answers
-(2xx always are) and reads them; nothing is ever "lost". The events sink uses it
+(2xx always are), or which responses, and reads them; nothing is ever "lost". The events sink uses it
 today; flow-run reads, state proposals and logs go through it too.
 """
 
@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import email.utils
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import httpx
@@ -23,10 +23,14 @@ import httpx
 from ...support.backoff import Backoff
 from ...support.stats import Stats
 
-__all__ = ["PrefectClient", "auth_headers"]
+__all__ = ["Answers", "PrefectClient", "auth_headers"]
 
 log = logging.getLogger("ecs_observer.prefect")
 _TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
+
+
+# Which non-2xx responses the caller reads as Prefect's answer: statuses, or a test of the response.
+Answers = Collection[int] | Callable[[httpx.Response], bool]
 
 
 class _Retry(Exception):
@@ -87,7 +91,7 @@ class PrefectClient:
         await self._client.aclose()
 
     async def request(
-        self, method: str, path: str, *, content: bytes | None = None, json: Any = None, answers: Collection[int] = ()
+        self, method: str, path: str, *, content: bytes | None = None, json: Any = None, answers: Answers = ()
     ) -> httpx.Response:
         """`method` on `{api_url}{path}` until Prefect answers: a 2xx or a status in `answers`."""
         url = f"{self.api_url}{path}"
@@ -103,7 +107,7 @@ class PrefectClient:
         return isinstance(exc, httpx.TransportError)
 
     async def _attempt(
-        self, method: str, url: str, content: bytes | None, json: Any, answers: Collection[int]
+        self, method: str, url: str, content: bytes | None, json: Any, answers: Answers
     ) -> httpx.Response:
         try:
             response = await self._client.request(method, url, content=content, json=json)
@@ -112,7 +116,7 @@ class PrefectClient:
             self._outage(f"cannot reach the Prefect API at {url}: {type(exc).__name__} {exc}")
             raise
         status = response.status_code
-        if status < 300 or status in answers:
+        if status < 300 or (answers(response) if callable(answers) else status in answers):
             self._recovered()
             return response
         self._failed(str(status))
