@@ -130,8 +130,9 @@ class TaskStateStore(Protocol):
     async def save_tags(self, task_arn: str, tags: TaskTags, expires: datetime) -> None: ...
 
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
-        """Keep `link` unless a link with its event id is kept already; answer the kept one, so that
-        a redelivered change, on any replica, gets the `follows` it was forwarded with."""
+        """Keep `link` unless a link with its event id, or its version, is kept already; answer the kept
+        one, so that a redelivered change, on any replica, gets the `follows` it was forwarded with, and
+        the same change under another id is seen to be a duplicate."""
         ...
 
     async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime) -> bool:

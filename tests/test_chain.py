@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -14,7 +15,7 @@ import pytest
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import lifecycle
-from ecs_observer.core.chain import Link, add_link, awaits_predecessor, choose_follows
+from ecs_observer.core.chain import Link, add_link, awaits_predecessor, choose_follows, kept_link
 from ecs_observer.pipeline.sequencer import Sequencer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -177,3 +178,22 @@ async def test_memory_store_is_bounded() -> None:
     for n in range(1000):
         await store.record(f"task-{n}", link(1, T0), T0)
     assert len(store) == 100
+
+
+def test_kept_link_is_the_changes_own_or_the_one_of_its_version() -> None:
+    two, three = link(2, T0), link(3, T0 + timedelta(seconds=5))
+    history = (two, three)
+    assert kept_link(history, three.event_id, 3) == three  # a redelivery
+    assert kept_link(history, uuid.uuid4(), 3) == three  # the same change under another id
+    assert kept_link(history, uuid.uuid4(), 4) is None
+    assert kept_link((link(None, T0),), uuid.uuid4(), None) is None  # without a version, nothing to compare
+
+
+async def test_the_same_change_under_another_id_is_a_duplicate_of_the_first() -> None:
+    life = changes(count=3)
+    sequencer = Sequencer(MemoryTaskState(100), reorder_window=2.0)
+    for change in life:
+        await sequencer.sequence(change)
+    again = dataclasses.replace(life[1], event_id=uuid.uuid4())
+    kept = await sequencer.sequence(again)
+    assert (kept.event_id, kept.follows) == (life[1].event_id, life[0].event_id)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.adapters.prefect.client import PrefectClient
 from ecs_observer.adapters.prefect.events import PrefectApiSink
+from ecs_observer.adapters.sqs import SqsQueue
+from ecs_observer.pipeline.observer import Observer
 from ecs_observer.support.backoff import Backoff
 
 from .servers import PrefectServer
@@ -222,3 +227,31 @@ async def test_outage_holds_a_bounded_number_and_shutdown_returns_them(aws: AwsC
     assert asyncio.get_running_loop().time() - started < 1.0 + FAST.wait_time_seconds + 2
     assert obs.stats.deleted == 0
     assert await depth(aws, queue_url) == (32, 0)  # the unfinished ones are visible again at once
+
+
+async def test_the_same_change_under_two_ids_is_forwarded_once(aws: AwsClients, prefect: PrefectServer) -> None:
+    """ECS numbers a task's changes by `detail.version`: a second event of a version already forwarded
+    (EventBridge or ECS emitting it twice) is acknowledged and counted, not forwarded."""
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1)
+    twins = [{**e, "id": str(uuid.uuid4())} for e in (task.events[2], task.events[7])]
+    await send(aws, queue_url, [json.dumps(e) for e in task.events])
+    sink = PrefectApiSink(PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0)))
+    store = MemoryTaskState(100)  # what the observer remembers, kept across its two runs
+
+    async def drain_with_memory() -> Any:
+        queue = SqsQueue(await aws.sqs(REGION), queue_url)
+        obs = Observer(queue, EcsDescriber(aws), store, sink, FAST)
+        await asyncio.wait_for(obs.run(until_idle=2), timeout=120)
+        return obs.stats
+
+    first = await drain_with_memory()
+    await send(aws, queue_url, [json.dumps(e) for e in twins])
+    second = await drain_with_memory()
+    await sink.aclose()
+    stored = prefect.wait_for_events([task.resource_id], count=8)
+    assert_chains([task], stored)
+    assert first.deduplicated == 0
+    assert second.deduplicated >= 2
+    assert second.forwarded == 0
+    assert await depth(aws, queue_url) == (0, 0)

@@ -113,6 +113,20 @@ async def test_a_change_recorded_on_two_replicas_keeps_its_first_follows(replica
     assert len({answer.follows for answer in answers}) == 1
 
 
+async def test_the_same_version_under_another_id_is_refused_on_every_replica(replicas: list[DynamoTaskState]) -> None:
+    a, b, _ = replicas
+    task_arn = f"{ARN}{uuid.uuid4().hex}"
+    change = changes(task_arn)[2]
+    expires = expires_after(change.last_status, change.occurred)
+    first = await a.record(task_arn, link_of(change, uuid.uuid4()), expires)
+    twin = Link(uuid.uuid4(), change.version, change.occurred, None)
+    assert await b.record(task_arn, twin, expires) == first
+    assert await a.record(task_arn, twin, expires) == first
+    # An older version arriving later is still recorded: only the same version is a duplicate.
+    older = changes(task_arn)[1]
+    assert (await b.record(task_arn, link_of(older), expires)).event_id == older.event_id
+
+
 async def test_links_read_back_as_written(replicas: list[DynamoTaskState]) -> None:
     a, b, _ = replicas
     task_arn = f"{ARN}{uuid.uuid4().hex}"

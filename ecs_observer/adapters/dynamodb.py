@@ -8,6 +8,8 @@ One item per task ARN (the partition key `task_arn`):
   occurred in epoch milliseconds, `f` the event it follows), each written only
   if absent, so concurrent writers never drop each other's changes and a
   redelivered change keeps its first `follows`;
+- one attribute `v_<version>` per recorded version, holding its event's id, so
+  that the same change under another id is recognised as a duplicate;
 - one attribute `o_<what>` per thing done once per task (the diagnosis log),
   holding the event id of the change that does it, written only if absent;
 - `version`, the highest `detail.version` recorded, and `expires`, the TTL
@@ -30,7 +32,7 @@ from uuid import UUID
 
 from botocore.exceptions import ClientError
 
-from ..core.chain import Link, known_link
+from ..core.chain import Link, kept_link
 from ..core.task_record import ACTIVE_RETENTION, DONE, TaskRecord, TaskTags
 from ..support.backoff import Backoff
 from ..support.stats import Stats
@@ -47,6 +49,7 @@ TTL_ATTRIBUTE = "expires"
 MAX_KEYS_PER_READ = 100
 _LINK_PREFIX = "c_"
 _ONCE_PREFIX = "o_"
+_VERSION_PREFIX = "v_"
 _NAMES = {"#tags": "tags", "#described": "described", "#claim": "claimed_until", "#version": "version"}
 
 
@@ -129,27 +132,31 @@ class DynamoTaskState:
 
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
         names = {"#link": _LINK_PREFIX + link.event_id.hex}
-        value = {":link": _link_value(link), ":expires": _epoch(expires)}
+        value: dict[str, Any] = {":link": _link_value(link), ":expires": _epoch(expires)}
+        absent = "attribute_not_exists(#link)"
+        also = ""
+        if link.version is not None:
+            # One event per version: the same change under another id is refused, and so not forwarded twice.
+            names["#vkey"] = f"{_VERSION_PREFIX}{link.version}"
+            value[":eid"] = {"S": link.event_id.hex}
+            absent += " AND attribute_not_exists(#vkey)"
+            also = ", #vkey = :eid"
         if link.version is not None and await self._update(
             task_arn,
-            "SET #link = :link, #version = :version, #expires = :expires",
-            "attribute_not_exists(#link) AND (attribute_not_exists(#version) OR #version < :version)",
+            f"SET #link = :link{also}, #version = :version, #expires = :expires",
+            f"{absent} AND (attribute_not_exists(#version) OR #version < :version)",
             {**value, ":version": {"N": str(link.version)}},
             names,
         ):
             return link
         # A newer change is recorded already (or this one has no version): add the change alone.
         if await self._update(
-            task_arn,
-            "SET #link = :link, #expires = if_not_exists(#expires, :expires)",
-            "attribute_not_exists(#link)",
-            value,
-            names,
+            task_arn, f"SET #link = :link{also}, #expires = if_not_exists(#expires, :expires)", absent, value, names
         ):
             return link
-        # Recorded before, here or by another replica: its first `follows` stands.
+        # Recorded before, here or by another replica (its first `follows` stands), or a duplicate of its version.
         kept_record = (await self.load([task_arn])).get(task_arn)
-        kept = known_link(kept_record.links, link.event_id) if kept_record is not None else None
+        kept = kept_link(kept_record.links, link.event_id, link.version) if kept_record is not None else None
         if kept is None:
             raise RuntimeError(f"DynamoDB refused change {link.event_id} of {task_arn} as recorded, but it is not")
         return kept

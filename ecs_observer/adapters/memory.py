@@ -9,7 +9,7 @@ from uuid import UUID
 
 from cachetools import LRUCache
 
-from ..core.chain import Link, add_link, known_link
+from ..core.chain import Link, add_link, kept_link
 from ..core.task_record import DONE, EMPTY, TaskRecord, TaskTags
 
 __all__ = ["MemoryTaskState"]
@@ -38,7 +38,7 @@ class MemoryTaskState:
 
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
         current = self._tasks.get(task_arn, EMPTY)
-        if (kept := known_link(current.links, link.event_id)) is not None:
+        if (kept := kept_link(current.links, link.event_id, link.version)) is not None:
             return kept
         self._tasks[task_arn] = replace(current, links=add_link(current.links, link))
         return link

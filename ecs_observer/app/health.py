@@ -24,6 +24,7 @@ _COUNTERS = {
     "forwarded": ("events_forwarded", "Events accepted by the Prefect API"),
     "filtered": ("messages_filtered", "State changes of tasks that are not Prefect's"),
     "ignored": ("messages_ignored", "Messages that are not ECS task state changes, deleted"),
+    "deduplicated": ("messages_deduplicated", "Changes already forwarded under another event id, deleted"),
     "rejected": ("messages_rejected", "Messages that cannot be processed, left for the dead-letter queue"),
     "invalid_events": ("events_invalid", "Events the Prefect API refused as invalid"),
     "deleted": ("messages_deleted", "Messages deleted from the queue"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-__all__ = ["CHAIN_WINDOW", "Link", "add_link", "awaits_predecessor", "choose_follows", "known_link"]
+__all__ = ["CHAIN_WINDOW", "Link", "add_link", "awaits_predecessor", "choose_follows", "kept_link", "known_link"]
 
 CHAIN_WINDOW = timedelta(minutes=5)
 # A task changes state about ten times in its life; more than this is noise we need not keep.
@@ -31,6 +31,16 @@ class Link:
 def known_link(history: Sequence[Link], event_id: UUID) -> Link | None:
     """The link of a redelivered event, so that it yields the identical event."""
     return next((link for link in history if link.event_id == event_id), None)
+
+
+def kept_link(history: Sequence[Link], event_id: UUID, version: int | None) -> Link | None:
+    """The link already kept for this change: its own (a redelivery), or, since ECS numbers a task's changes
+    by `version`, another event's of the same version (the same change under two ids, a duplicate)."""
+    if (own := known_link(history, event_id)) is not None:
+        return own
+    if version is None:
+        return None
+    return next((link for link in history if link.version == version), None)
 
 
 def awaits_predecessor(history: Sequence[Link], version: int | None) -> bool:

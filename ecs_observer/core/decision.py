@@ -28,6 +28,7 @@ __all__ = [
     "Release",
     "WriteDiagnosis",
     "batch_order",
+    "duplicate",
     "effects_of",
     "settle",
     "triage",
@@ -105,7 +106,7 @@ def _true(tags: Mapping[str, str], keys: tuple[str, ...]) -> bool:
 class Ack:
     """Delete the message: it is done. `outcome` names what became of it (a count of the stats)."""
 
-    outcome: Literal["ignored", "filtered", "forwarded"]
+    outcome: Literal["ignored", "filtered", "forwarded", "deduplicated"]
     note: str = ""
 
 
@@ -144,6 +145,11 @@ def unowned(change: TaskStateChange, tags: TaskTags) -> Ack:
     """A change of a task that is not Prefect's: deleted, with why."""
     gone = "" if tags.described else " (ECS no longer knows it)"
     return Ack("filtered", f"task {change.task_arn} is not Prefect's{gone}")
+
+
+def duplicate(change: TaskStateChange, kept: UUID) -> Ack:
+    """The same change (task and version) as one already forwarded under another event id."""
+    return Ack("deduplicated", f"version {change.version} of task {change.task_arn} is event {kept} already")
 
 
 def settle(forward: Forward, refused: str | None) -> Ack | Release:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from cachetools import LRUCache
 
-from ..core.decision import Decision, Forward, effects_of, triage, unowned
+from ..core.decision import Decision, Forward, duplicate, effects_of, triage, unowned
 from ..core.diagnosis import diagnose
 from ..core.ecs_event import Decoded, TaskStateChange
 from ..core.task_record import TaskRecord
@@ -78,7 +78,10 @@ class Policy:
         run_id = flow_run_id(change, tags.tags)
         if run_id is None:
             return unowned(change, tags)
-        follows = await self._sequencer.follows(change, record.links if record is not None else ())
+        kept = await self._sequencer.sequence(change, record.links if record is not None else ())
+        if kept.event_id != change.event_id:
+            return duplicate(change, kept.event_id)
+        follows = kept.follows
         diagnosis = diagnose(change.stop, self._config.container_name) if change.stop is not None else None
         event = build_event(change, tags.tags, run_id, follows, diagnosis)
         if event.warnings and change.task_arn not in self._warned_tasks:

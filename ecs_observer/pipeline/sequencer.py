@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from uuid import UUID
 
-from ..core.chain import Link, awaits_predecessor, choose_follows, known_link
+from ..core.chain import Link, awaits_predecessor, choose_follows, kept_link
 from ..core.ecs_event import TaskStateChange
 from ..core.task_record import expires_after
 from ..ports import TaskStateStore
@@ -35,7 +35,12 @@ class Sequencer:
         self._tasks: dict[str, tuple[asyncio.Condition, list[int]]] = {}
 
     async def follows(self, change: TaskStateChange, history: Sequence[Link] | None = None) -> UUID | None:
-        """Decide and record the `follows` of this change; identical for a redelivered one.
+        """Decide and record the `follows` of this change; identical for a redelivered one."""
+        return (await self.sequence(change, history)).follows
+
+    async def sequence(self, change: TaskStateChange, history: Sequence[Link] | None = None) -> Link:
+        """The change's link as kept: its own, with the `follows` it was first decided with, or, for the
+        same change under another event id, the link of the event that has it (a duplicate).
 
         `history` is the task's links as loaded with the change's receive batch (None: load it now).
         """
@@ -51,15 +56,15 @@ class Sequencer:
 
     async def _decide(
         self, condition: asyncio.Condition, change: TaskStateChange, history: Sequence[Link] | None
-    ) -> UUID | None:
+    ) -> Link:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
         fresh = history is None
         if history is None:
             history = await self._history(change.task_arn)
         while True:
-            if (seen := known_link(history, change.event_id)) is not None:
-                return seen.follows
+            if (seen := kept_link(history, change.event_id, change.version)) is not None:
+                return seen
             remaining = deadline - loop.time()
             if not awaits_predecessor(history, change.version) or (remaining <= 0 and fresh):
                 break
@@ -71,7 +76,7 @@ class Sequencer:
         link = Link(change.event_id, change.version, change.occurred, follows)
         kept = await self._store.record(change.task_arn, link, expires_after(change.last_status, change.occurred))
         condition.notify_all()
-        return kept.follows
+        return kept
 
     async def _history(self, task_arn: str) -> Sequence[Link]:
         record = await self._watch.next(task_arn)

@@ -35,6 +35,7 @@ class Stats:
     forwarded: int = 0  # events accepted by the Prefect API
     filtered: int = 0  # state changes of tasks that are not Prefect's
     ignored: int = 0  # messages that are not ECS task state changes
+    deduplicated: int = 0  # a task's version already forwarded under another event id
     rejected: int = 0  # messages that cannot be processed, left for the dead-letter queue
     invalid_events: int = 0  # events the Prefect API refused as invalid (422)
     deleted: int = 0
