@@ -30,6 +30,10 @@ __all__ = ["DeadLetterQueue", "DlqEntry", "find_dead_letter_queue", "format_entr
 
 log = logging.getLogger("ecs_observer.dlq")
 _BATCH = 10
+# Long polls: a short poll samples a few SQS servers and can answer empty while messages wait. An empty answer
+# ends a listing only once the queue's counts say nothing is left, or after this many (the counts lag).
+_POLL_SECONDS = 1
+_EMPTY_ANSWERS = 5
 
 
 @dataclass(frozen=True)
@@ -61,19 +65,23 @@ class DeadLetterQueue:
         """Up to `limit` messages, left in the queue and visible again afterwards."""
         entries: list[DlqEntry] = []
         handles: list[str] = []
+        empty = 0
         try:
             while len(entries) < limit:
                 # Hidden while listing, so that each is seen once; made visible again below.
                 answer = await self.sqs.receive_message(
                     QueueUrl=self.url,
                     MaxNumberOfMessages=_BATCH,
-                    WaitTimeSeconds=0,
+                    WaitTimeSeconds=_POLL_SECONDS,
                     VisibilityTimeout=60,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
                 )
                 messages = answer.get("Messages", [])
                 if not messages:
-                    break
+                    empty += 1
+                    if empty >= _EMPTY_ANSWERS or await self._depth() == 0:
+                        break
+                    continue
                 for message in messages:
                     attrs = message.get("Attributes", {})
                     first = attrs.get("ApproximateFirstReceiveTimestamp")
@@ -125,14 +133,17 @@ class DeadLetterQueue:
                 return moved
 
     async def _copy(self, bar: tqdm[Any]) -> int:
-        moved = 0
+        moved = empty = 0
         while True:
             answer = await self.sqs.receive_message(
-                QueueUrl=self.url, MaxNumberOfMessages=_BATCH, WaitTimeSeconds=0, VisibilityTimeout=60
+                QueueUrl=self.url, MaxNumberOfMessages=_BATCH, WaitTimeSeconds=_POLL_SECONDS, VisibilityTimeout=60
             )
             messages = answer.get("Messages", [])
             if not messages:
-                return moved
+                empty += 1
+                if empty >= _EMPTY_ANSWERS or await self._depth() == 0:
+                    return moved
+                continue
             sent = await self.sqs.send_message_batch(
                 QueueUrl=self.source_url,
                 Entries=[{"Id": str(i), "MessageBody": m.get("Body", "")} for i, m in enumerate(messages)],

@@ -11,13 +11,16 @@ from pathlib import Path
 from ecs_observer.adapters.aws import AwsClients
 
 from ..world import REGION, depth, make_queue, send, start_tasks
+from .proxy import Fault, FaultProxy
 
 EXE = str(Path(sys.executable).with_name("ecs-observer"))
 
 
-async def cli(*args: str, queue_url: str) -> tuple[int, str, str]:
+async def cli(*args: str, queue_url: str, endpoint: str | None = None) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECS_OBSERVER_")}
     env["ECS_OBSERVER_QUEUE_URL"] = queue_url
+    if endpoint is not None:
+        env["AWS_ENDPOINT_URL_SQS"] = endpoint
     process = await asyncio.create_subprocess_exec(
         EXE, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -82,3 +85,29 @@ async def test_queue_without_redrive_policy_is_a_clear_error(aws: AwsClients) ->
     code, _, err = await cli("dlq", "show", queue_url=plain)
     assert code == 2
     assert "has no redrive policy" in err
+
+
+async def test_an_empty_answer_ends_nothing_while_the_counts_say_messages_wait(aws: AwsClients, moto_url: str) -> None:
+    """A short poll may answer empty while messages wait (it samples a few SQS servers): `show` and `redrive`
+    go on until the queue's counts say it is empty, so that a small dead-letter queue is reported whole."""
+    queue_url, dlq_url = await make_queue(aws, max_receive=1)
+    (task,) = await start_tasks(aws, 1)
+    await dead_letters(aws, queue_url, [json.dumps(e) for e in task.events[:3]])
+    for _ in range(50):
+        if (await depth(aws, dlq_url))[0] == 3:
+            break
+        await asyncio.sleep(0.1)
+    proxy = await FaultProxy(moto_url).start()
+    empty = Fault("status", status=200, body=b"{}", headers=(("Content-Type", "application/x-amz-json-1.0"),))
+    try:
+        proxy.inject("ReceiveMessage", empty, empty)
+        code, out, _ = await cli("dlq", "show", queue_url=queue_url, endpoint=proxy.url)
+        assert code == 0
+        assert out.strip().splitlines()[-1] == "3 message(s) in the dead-letter queue"
+        proxy.inject("ReceiveMessage", empty, empty)
+        code, out, _ = await cli("dlq", "redrive", queue_url=queue_url, endpoint=proxy.url)
+        assert code == 0
+        assert out.strip().startswith("moved 3 message(s)")
+    finally:
+        await proxy.stop()
+    assert proxy.outcomes("ReceiveMessage").count("status") == 4
