@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ import pytest
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
-from .servers import PrefectServer
+from .servers import PrefectServer, free_port
 from .world import depth, make_queue, make_table, send, start_tasks
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
@@ -180,6 +182,7 @@ async def test_run_forwards_then_exits_0_on_sigterm(aws: AwsClients, prefect: Pr
         "PREFECT_API_URL": prefect.api_url,
         "ECS_OBSERVER_WAIT_TIME_SECONDS": "2",
         "PREFECT_API_KEY": "pnu_never_logged",
+        "ECS_OBSERVER_HEALTH_PORT": str(free_port()),  # never the fixed 9090: two runs at once would collide
     }
     process = await asyncio.create_subprocess_exec(
         EXE, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -199,6 +202,7 @@ async def test_run_forwards_then_exits_0_on_sigterm(aws: AwsClients, prefect: Pr
     assert time.monotonic() - stopped_at < 25
     logs = [json.loads(line) for line in out.splitlines()]
     assert {"time", "level", "logger", "message"} <= set(logs[0])
+    assert any(entry["message"].startswith("stopping (received SIGTERM): no new messages") for entry in logs)
     (summary,) = [entry["message"] for entry in logs if entry["message"].startswith("stopped: ")]
     counts = dict(pair.split("=") for pair in summary.removeprefix("stopped: ").split(", "))
     assert int(counts["received"]) == int(counts["forwarded"]) == int(counts["deleted"]) >= 8
@@ -270,3 +274,61 @@ def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_on
     given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
     config = observer_config(given)
     assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)
+
+
+async def test_credentials_in_the_prefect_url_never_show(aws: AwsClients) -> None:
+    queue_url, _ = await make_queue(aws)
+    url = "http://admin:s3cret-pw@127.0.0.1:9/api"
+    checked = cli("check", env={"ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": url})
+    assert checked.returncode == 1
+    assert "s3cret" not in checked.stdout + checked.stderr
+    assert "FAIL Prefect API answers" in checked.stdout
+
+
+async def test_the_prefect_clients_outage_lines_redact_the_url(caplog: pytest.LogCaptureFixture) -> None:
+    from ecs_observer.adapters.prefect.client import PrefectClient
+    from ecs_observer.app.logs import _JsonFormatter
+    from ecs_observer.support.backoff import Backoff
+    from ecs_observer.support.redact import redact
+
+    client = PrefectClient(f"http://admin:s3cret-pw@127.0.0.1:{free_port()}/api", backoff=Backoff(0.01, 0.02))
+    with caplog.at_level(logging.WARNING, logger="ecs_observer"):
+        task = asyncio.create_task(client.request("POST", "/events", content=b"[]"))
+        while not caplog.records:
+            await asyncio.sleep(0.02)
+        task.cancel()
+    await client.aclose()
+    assert "cannot reach the Prefect API at http://***@127.0.0.1:" in caplog.text
+    assert "s3cret" not in caplog.text
+    # And whatever a message holds, the formatters take credentials out of it.
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "to %s", ("https://u:p@h/api",), None)
+    assert "u:p" not in _JsonFormatter().format(record)
+    assert redact("a https://user:pw@host/x and http://h/y") == "a https://***@host/x and http://h/y"
+
+
+def one_line(result: subprocess.CompletedProcess[str], *pieces: str) -> None:
+    """An operator error: exit 2 and one line naming what is wrong, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for piece in pieces:
+        assert piece in lines[0], lines[0]
+
+
+async def test_operator_errors_are_one_line_and_exit_2(aws: AwsClients, tmp_path: Path) -> None:
+    queue_url, _ = await make_queue(aws)
+    prefect = {"PREFECT_API_URL": "http://127.0.0.1:9/api", "ECS_OBSERVER_HEALTH_PORT": "0"}
+    missing = queue_url.rsplit("/", 1)[0] + "/no-such-queue"
+    one_line(cli("run", env=prefect | {"ECS_OBSERVER_QUEUE_URL": missing}), "ECS_OBSERVER_QUEUE_URL", "no queue")
+    one_line(cli("run", env=prefect | {"ECS_OBSERVER_QUEUE_NAME": "no-such-queue"}), "ECS_OBSERVER_QUEUE_NAME")
+    one_line(cli("dlq", "show", env={"ECS_OBSERVER_QUEUE_URL": missing}), "no queue")
+    unreachable = {"AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    one_line(cli("run", env=prefect | unreachable | {"ECS_OBSERVER_QUEUE_URL": queue_url}), "cannot reach SQS")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # noqa: S104
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        taken = prefect | {"ECS_OBSERVER_QUEUE_URL": queue_url, "ECS_OBSERVER_HEALTH_PORT": port}
+        one_line(cli("run", env=taken), "ECS_OBSERVER_HEALTH_PORT", f"cannot serve /healthz on {port}")
+    one_line(cli("translate", str(tmp_path / "nothing.json")), "cannot read", "nothing.json")

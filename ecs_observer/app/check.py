@@ -11,6 +11,7 @@ from ..adapters.aws import AwsClients
 from ..adapters.dynamodb import check_table
 from ..adapters.prefect.client import auth_headers
 from ..adapters.sqs import SqsQueue
+from ..support.redact import redact
 from .service import open_queue, queue_region, secret
 from .settings import Settings
 
@@ -41,10 +42,10 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             detail = await probe()
         except Exception as exc:  # every failure becomes a reason on its line
             results.append(False)
-            emit(f"FAIL {name}: {type(exc).__name__}: {exc}")
+            emit(f"FAIL {name}: {type(exc).__name__}: {redact(str(exc))}")
         else:
             results.append(True)
-            emit(f"ok   {name}{': ' + detail if detail else ''}")
+            emit(f"ok   {name}{': ' + redact(detail) if detail else ''}")
 
     async def configuration() -> str:
         settings.require_queue()

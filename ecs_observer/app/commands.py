@@ -124,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    body = Path(args.file).read_text() if args.file else sys.stdin.read()
+    try:
+        body = Path(args.file).read_text() if args.file else sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ecs-observer: cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     tags: dict[str, str] = {}
     for item in args.tag:
         key, sep, value = item.partition("=")

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ..adapters.aws import AwsClients
 from ..adapters.cloudwatch import CloudWatchLogs
@@ -24,12 +24,23 @@ from ..adapters.prefect.flow_runs import PrefectFlowRuns
 from ..adapters.sqs import SqsQueue
 from ..pipeline.observer import Observer
 from ..ports import TaskStateStore
+from ..support.redact import redact
 from ..support.stats import Stats
 from .dlq import find_dead_letter_queue, format_entries
 from .health import HealthServer
+from .queue_url import region_of
 from .settings import ConfigError, Settings, observer_config
 
-__all__ = ["dead_letters", "open_queue", "prefect_client", "prefect_sink", "queue_region", "run_service", "secret"]
+__all__ = [
+    "dead_letters",
+    "open_queue",
+    "prefect_client",
+    "prefect_sink",
+    "queue_region",
+    "region_source",
+    "run_service",
+    "secret",
+]
 
 log = logging.getLogger("ecs_observer")
 
@@ -59,15 +70,47 @@ async def open_queue(clients: AwsClients, settings: Settings) -> SqsQueue:
     sqs = await clients.sqs(queue_region(settings, settings.queue_url))
     if settings.queue_url:
         return SqsQueue(sqs, settings.queue_url)
-    answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
+    try:
+        answer = await sqs.get_queue_url(QueueName=str(settings.queue_name))
+    except ClientError as exc:
+        if _code(exc) in _NO_QUEUE:
+            raise ConfigError(f"ECS_OBSERVER_QUEUE_NAME: no queue named {settings.queue_name!r}") from None
+        raise
     return SqsQueue(sqs, answer["QueueUrl"])
+
+
+async def probe_queue(queue: SqsQueue) -> None:
+    """A queue that does not exist, or an SQS endpoint that does not answer, stops `run` with one line;
+    anything else (throttling, a denial while IAM propagates) is left to the receive loops' retries."""
+    try:
+        await queue.waiting()
+    except ClientError as exc:
+        if _code(exc) in _NO_QUEUE:
+            raise ConfigError(f"ECS_OBSERVER_QUEUE_URL: no queue {queue.url}") from None
+        log.warning("could not read the attributes of queue %s: %s", queue.url, exc)
+    except EndpointConnectionError as exc:
+        raise ConfigError(f"cannot reach SQS: {exc}") from None
+
+
+_NO_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def queue_region(settings: Settings, url: str | None) -> str | None:
     """The queue's region (the state table lives beside it); None: the AWS configuration's."""
-    if settings.queue_region or not url or ".amazonaws.com" not in url:
-        return settings.queue_region
-    return url.split("//", 1)[1].split(".")[1]  # https://sqs.<region>.amazonaws.com/...
+    return region_source(settings, url)[0]
+
+
+def region_source(settings: Settings, url: str | None) -> tuple[str | None, str]:
+    """The queue's region and where it comes from: the URL, else the setting, else the AWS configuration."""
+    if url and (region := region_of(url)) is not None:
+        return region, "from the queue URL"
+    if settings.queue_region:
+        return settings.queue_region, "from ECS_OBSERVER_QUEUE_REGION"
+    return None, "from the AWS configuration"
 
 
 async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats: Stats) -> TaskStateStore:
@@ -77,6 +120,8 @@ async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats
     client = await clients.dynamodb(region)
     try:
         await client.describe_table(TableName=settings.state_table)
+    except EndpointConnectionError as exc:
+        raise ConfigError(f"ECS_OBSERVER_STATE_TABLE: cannot reach DynamoDB: {exc}") from None
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
             raise ConfigError(
@@ -94,6 +139,7 @@ async def run_service(settings: Settings) -> Observer:
     async with AsyncExitStack() as stack:
         clients = await stack.enter_async_context(AwsClients())
         queue = await open_queue(clients, settings)
+        await probe_queue(queue)
         stats = Stats()
         client = prefect_client(settings, api_url, stats)
         stack.push_async_callback(client.aclose)
@@ -111,15 +157,23 @@ async def run_service(settings: Settings) -> Observer:
         )
         if settings.health_port:
             health = HealthServer(stats, observer.health, settings.health_port)
-            await health.start()
+            try:
+                await health.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"ECS_OBSERVER_HEALTH_PORT: cannot serve /healthz on {settings.health_port}: {exc.strerror}"
+                ) from None
             stack.push_async_callback(health.stop)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, observer.stop)
+            loop.add_signal_handler(signum, observer.stop, f"received {signal.Signals(signum).name}")
+        region, source = region_source(settings, queue.url)
         log.info(
-            "observing %s; forwarding to %s; task state %s",
+            "observing %s (region %s, %s); forwarding to %s; task state %s",
             queue.url,
-            api_url,
+            region or clients.default_region() or "unknown",
+            source,
+            redact(api_url),
             f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
         )
         try:
@@ -135,6 +189,7 @@ async def dead_letters(settings: Settings, action: str, limit: int, emit: Callab
     settings.require_queue()
     async with AwsClients() as clients:
         queue = await open_queue(clients, settings)
+        await probe_queue(queue)
         dlq = await find_dead_letter_queue(queue.client, queue.url)
         if action == "show":
             format_entries(await dlq.show(limit), emit)

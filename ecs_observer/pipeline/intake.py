@@ -45,6 +45,7 @@ class Intake:
         self._dispatch = dispatch
         self._backoff = config.backoff.hooked(stats.retried)
         self.stopping = asyncio.Event()
+        self.why = ""  # why it stopped, for the log
         self._room = asyncio.Event()  # set when in-flight messages finish
         self._reserved = 0  # room taken by receive calls under way
         self._idle_target: int | None = None
@@ -58,7 +59,9 @@ class Intake:
         self._busy = busy
         self._loops = [asyncio.create_task(self._loop()) for _ in range(self._config.receivers)]
 
-    def stop(self) -> None:
+    def stop(self, why: str) -> None:
+        if not self.stopping.is_set():
+            self.why = why
         self.stopping.set()
         self._room.set()
 
@@ -104,6 +107,8 @@ class Intake:
     async def _loop(self) -> None:
         while not self.stopping.is_set():
             await self._wait_for_room()
+            if self.stopping.is_set():
+                return  # woken by the stop, not by room: another receive would only be handed back
             self._reserved += SQS_BATCH
             try:
                 messages = await self._receive()
@@ -124,7 +129,7 @@ class Intake:
             return
         self._idle_polls = self._idle_polls + 1 if empty and not self._busy() else 0
         if self._idle_polls >= self._idle_target:
-            self.stopping.set()
+            self.stop(f"the queue was empty for {self._idle_polls} receives in a row")
 
     async def _receive(self) -> list[Message]:
         async def receive() -> list[Message]:

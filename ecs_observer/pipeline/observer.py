@@ -79,9 +79,9 @@ class Observer:
         # Bounded, so that each broken message is logged once, not on every redelivery.
         self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
 
-    def stop(self) -> None:
+    def stop(self, why: str = "asked to stop") -> None:
         """Stop receiving; `run` then drains within the drain timeout and returns."""
-        self._intake.stop()
+        self._intake.stop(why)
 
     async def run(self, until_idle: int | None = None) -> None:
         """Observe until stopped, or until `until_idle` receives in a row found the queue empty."""
@@ -90,7 +90,8 @@ class Observer:
         try:
             await self._intake.stopping.wait()
         finally:
-            log.info("stopping: no new messages; finishing %d in flight", len(self._handlers))
+            why = self._intake.why or "cancelled"
+            log.info("stopping (%s): no new messages; finishing %d in flight", why, len(self._handlers))
             await asyncio.gather(self._intake.end(), self._drain())
             returned = await self._leases.return_unfinished()
             if returned:

@@ -143,3 +143,30 @@ async def test_an_event_prefect_refuses_goes_to_the_dead_letter_queue_and_the_ot
     assert obs.stats.invalid_events >= 1
     stored = prefect.wait_for_events([t.resource_id for t in sc.tagged], count=sc.expected - 1)
     assert {e["id"] for e in stored} == {e["id"] for t in sc.tagged for e in t.events} - {bad["id"]}
+
+
+async def test_shutdown_while_waiting_for_room_receives_nothing_more(
+    aws: AwsClients, prefect: PrefectServer, prefect_proxy: FaultProxy
+) -> None:
+    """Receivers waiting for room at the in-flight bound stop without another ReceiveMessage: one would only
+    take messages to hand back, adding to their receive counts on the way to the dead-letter queue."""
+    sc = await scenario(aws, tagged=3, untagged=0)
+    prefect_proxy.inject(EVENTS, hang(30.0), hang(30.0), hang(30.0))
+    sink = PrefectApiSink(PrefectClient(f"{prefect_proxy.url}/api", timeout=60))
+    config = replace(FAST, receivers=2, max_in_flight=10, drain_timeout=1.0)
+    obs = await observer(aws, sc.queue_url, sink, config)
+    run = asyncio.create_task(obs.run())
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if obs.stats.in_flight == 10:
+                break
+        # Room is reserved before each receive, so with all 10 places held no receive is under way:
+        # both receivers are waiting for room.
+        assert obs.stats.in_flight == 10
+        receives = obs.stats.sqs_calls["ReceiveMessage"]
+    finally:
+        obs.stop()
+        await run
+        await sink.aclose()
+    assert obs.stats.sqs_calls["ReceiveMessage"] == receives

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ...support.backoff import Backoff
+from ...support.redact import redact
 from ...support.stats import Stats
 
 __all__ = ["Answers", "PrefectClient", "auth_headers"]
@@ -76,6 +77,7 @@ class PrefectClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._shown = redact(self.api_url)  # for messages: a URL may carry user:password
         self._client = httpx.AsyncClient(
             headers={"Content-Type": "application/json", **auth_headers(api_key, auth_string)},
             timeout=timeout,
@@ -97,7 +99,7 @@ class PrefectClient:
         url = f"{self.api_url}{path}"
 
         async def attempt() -> httpx.Response:
-            return await self._attempt(method, url, content, json, answers)
+            return await self._attempt(method, url, f"{self._shown}{path}", content, json, answers)
 
         return await self._backoff.call("prefect_api", attempt, on=self._retry_decision)
 
@@ -107,13 +109,13 @@ class PrefectClient:
         return isinstance(exc, httpx.TransportError)
 
     async def _attempt(
-        self, method: str, url: str, content: bytes | None, json: Any, answers: Answers
+        self, method: str, url: str, shown: str, content: bytes | None, json: Any, answers: Answers
     ) -> httpx.Response:
         try:
             response = await self._client.request(method, url, content=content, json=json)
         except httpx.TransportError as exc:
             self._failed("connection")
-            self._outage(f"cannot reach the Prefect API at {url}: {type(exc).__name__} {exc}")
+            self._outage(f"cannot reach the Prefect API at {shown}: {type(exc).__name__} {redact(str(exc))}")
             raise
         status = response.status_code
         if status < 300 or (answers(response) if callable(answers) else status in answers):
@@ -122,17 +124,17 @@ class PrefectClient:
         self._failed(str(status))
         if status in (401, 403):
             self._outage(
-                f"the Prefect API at {url} refuses our credentials (HTTP {status}): check "
+                f"the Prefect API at {shown} refuses our credentials (HTTP {status}): check "
                 "PREFECT_API_KEY (Prefect Cloud) or PREFECT_API_AUTH_STRING (self-hosted); nothing is "
                 "deleted from the queue meanwhile",
                 level=logging.ERROR,
             )
             raise _Retry(f"HTTP {status}", backoff=self._config_retry)
         if status in _TRANSIENT:
-            self._outage(f"the Prefect API at {url} answers HTTP {status}; retrying")
+            self._outage(f"the Prefect API at {shown} answers HTTP {status}; retrying")
             raise _Retry(f"HTTP {status}", backoff=_retry_after(response))
         self._outage(
-            f"the Prefect API at {url} answers HTTP {status} ({response.text[:200]!r}): "
+            f"the Prefect API at {shown} answers HTTP {status} ({response.text[:200]!r}): "
             "check PREFECT_API_URL; retrying slowly",
             level=logging.ERROR,
         )
