@@ -19,6 +19,7 @@ from .core.task_record import TaskRecord, TaskTags
 
 __all__ = [
     "ContainerLogs",
+    "DescribeFailure",
     "EncodedEvent",
     "EventSink",
     "FlowRuns",
@@ -48,16 +49,24 @@ class MessageQueue(Protocol):
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DescribeFailure:
+    """ECS answered a failure other than MISSING for one task (ACCESS_DENIED for another account's, ...)."""
+
+    reason: str
+
+
 class TaskDescriber(Protocol):
     """ECS `DescribeTasks(include=["TAGS"])` for up to 100 tasks of one cluster.
 
-    Answers all tags per task ARN, None for a task ECS does not know (any more);
-    raises on any error, which the caller retries.
+    Answers per task ARN: all its tags, None for a task ECS does not know (MISSING: gone, or not yet
+    visible right after RunTask), or ECS's failure for it; raises on an error of the whole call,
+    which the caller retries.
     """
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | None]: ...
+    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,7 +270,7 @@ def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_on
 
     assert observer_config(Settings()) == ObserverConfig()
     shared = set(ObserverConfig.__dataclass_fields__) & set(Settings.model_fields)
-    assert len(shared) == 15
+    assert len(shared) == 16
     given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
     config = observer_config(given)
     assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
 
@@ -12,7 +13,12 @@ from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.ecs import EcsDescriber
 from ecs_observer.adapters.memory import MemoryTaskState
-from ecs_observer.pipeline.tags import TagLookup
+from ecs_observer.app.demo.samples import state_change
+from ecs_observer.core.decision import Release, unowned
+from ecs_observer.core.task_record import GONE, NO_TAGS
+from ecs_observer.core.translate import flow_run_id
+from ecs_observer.pipeline.tags import MISSING_GRACE, MISSING_TRIES, TagLookup
+from ecs_observer.ports import DescribeFailure
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
 
@@ -29,7 +35,7 @@ class Throttled:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | None]:
+    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
         self.batches.append(len(task_arns))
         if self.failures:
             self.failures -= 1
@@ -119,3 +125,83 @@ async def test_in_a_trickle_lookups_go_after_one_linger(aws: AwsClients) -> None
     await lookup.tags_for(first_change(task))
     assert asyncio.get_running_loop().time() - started < 0.5
     assert describer.batches == [1]
+
+
+class Answers:
+    """DescribeTasks answering from a script, one answer for every task per call: what no real ECS does on
+    demand (a new task MISSING for a moment, another account's task denied), the rest as ECS does."""
+
+    def __init__(self, *script: Mapping[str, str] | DescribeFailure | None) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    async def describe(
+        self, region: str, cluster: str | None, task_arns: Sequence[str]
+    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+        self.calls += 1
+        answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        return dict.fromkeys(task_arns, answer)
+
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
+RUN_TAGS = {"prefect.io/flow-run-id": "7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59"}
+
+
+def change_at(when: datetime, override: str | None = None) -> TaskStateChange:
+    decoded = decode(json.dumps(state_change(ARN, "PROVISIONING", 1, when, flow_run_id=override)))
+    assert isinstance(decoded, TaskStateChange)
+    return decoded
+
+
+def lookup_with(describer: Answers, stats: Stats | None = None, failure_limit: float = 300.0) -> TagLookup:
+    return TagLookup(
+        describer,
+        MemoryTaskState(100),
+        stats or Stats(),
+        linger=0.01,
+        backoff=Backoff(0.02, 0.05),
+        failure_limit=failure_limit,
+    )
+
+
+async def test_missing_just_after_runtask_is_asked_again_not_taken_for_gone() -> None:
+    describer = Answers(None, None, RUN_TAGS)
+    stats = Stats()
+    lookup = lookup_with(describer, stats)
+    found = await lookup.tags_for(change_at(datetime.now(UTC)))
+    assert dict(found.tags) == RUN_TAGS
+    assert describer.calls == 3
+    assert stats.retries["describe_tasks"] == 2
+    assert lookup.cached(ARN) == found  # never "gone" in the cache
+
+
+async def test_missing_stays_gone_after_a_few_tries_and_at_once_for_an_old_change() -> None:
+    young = Answers(None)
+    assert await lookup_with(young).tags_for(change_at(datetime.now(UTC))) == GONE
+    assert young.calls == MISSING_TRIES + 1
+    old = Answers(None)
+    assert await lookup_with(old).tags_for(change_at(datetime.now(UTC) - MISSING_GRACE - timedelta(seconds=1))) == GONE
+    assert old.calls == 1
+
+
+async def test_a_task_ecs_cannot_describe_is_retried_then_never_read_as_no_tags() -> None:
+    denied = DescribeFailure("ACCESS_DENIED: not authorized for this task")
+    describer = Answers(denied)
+    lookup = lookup_with(describer, failure_limit=0.3)
+    found = await lookup.tags_for(change_at(datetime.now(UTC) - timedelta(hours=1)))
+    assert found.failure == denied.reason
+    assert found != NO_TAGS
+    assert describer.calls > 1
+    assert lookup.cached(ARN) is None  # not kept: the next change asks again
+    # Such a change is left for the dead-letter queue with the reason, never deleted as not Prefect's ...
+    decision = unowned(change_at(datetime.now(UTC)), found)
+    assert decision == Release(f"ECS cannot describe task {ARN}: ACCESS_DENIED: not authorized for this task")
+    # ... unless the worker's environment override names its flow run.
+    with_override = change_at(datetime.now(UTC), override=RUN_TAGS["prefect.io/flow-run-id"])
+    assert str(flow_run_id(with_override, found.tags)) == RUN_TAGS["prefect.io/flow-run-id"]
+
+
+async def test_a_denial_that_is_lifted_in_time_gives_the_tags() -> None:
+    describer = Answers(DescribeFailure("ACCESS_DENIED"), RUN_TAGS)
+    found = await lookup_with(describer).tags_for(change_at(datetime.now(UTC)))
+    assert dict(found.tags) == RUN_TAGS

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from cachetools import LRUCache
 
 from ..core.run_states import LogSource
+from ..ports import DescribeFailure
 from .aws import AwsClients
 
 __all__ = ["EcsDescriber", "EcsTaskDefinitions"]
@@ -23,21 +24,29 @@ class EcsDescriber:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | None]:
+    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
         client = await self._clients.ecs(region)
         if cluster is None:
             answer = await client.describe_tasks(tasks=list(task_arns), include=["TAGS"])
         else:
             answer = await client.describe_tasks(cluster=cluster, tasks=list(task_arns), include=["TAGS"])
-        found: dict[str, Mapping[str, str] | None] = dict.fromkeys(task_arns)
+        found: dict[str, Mapping[str, str] | DescribeFailure | None] = dict.fromkeys(task_arns)
         for task in answer.get("tasks", []):
             arn = task.get("taskArn")
             if arn in found:
                 found[arn] = {tag["key"]: tag.get("value", "") for tag in task.get("tags", []) if "key" in tag}
-        failures = [f for f in answer.get("failures", []) if f.get("reason") != "MISSING"]
-        if failures:
-            # Anything but MISSING (for example ACCESS_DENIED) is an error, never "no tags".
-            raise RuntimeError(f"DescribeTasks failures: {failures[:3]}")
+        unknown = []
+        for failure in answer.get("failures", []):
+            reason = str(failure.get("reason", ""))
+            if reason == "MISSING":
+                continue
+            text = f"{reason}: {failure.get('detail', '')}".strip(": ")
+            if failure.get("arn") in found:
+                found[str(failure["arn"])] = DescribeFailure(text)  # an answer for that task, never "no tags"
+            else:
+                unknown.append(failure)
+        if unknown:
+            raise RuntimeError(f"DescribeTasks failures: {unknown[:3]}")  # of the call: retried
         return found
 
 

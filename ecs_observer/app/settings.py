@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         le=600,
         description="with a state table: seconds other replicas wait for the one describing a task",
     )
+    describe_failure_limit: float = Field(
+        default=_D.describe_failure_limit,
+        ge=0,
+        le=86_400,
+        description="seconds a task ECS fails to describe (not MISSING) is asked again before its message is left "
+        "for the dead-letter queue (or goes by the environment override)",
+    )
     receivers: int = Field(default=_D.receivers, ge=1, le=64, description="concurrent long-polling receive loops")
     max_in_flight: int = Field(
         default=_D.max_in_flight, ge=10, le=100_000, description="messages held at once before receiving pauses"

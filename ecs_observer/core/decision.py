@@ -141,8 +141,11 @@ def triage(decoded: Decoded) -> Ack | Release | TaskStateChange:
     return decoded
 
 
-def unowned(change: TaskStateChange, tags: TaskTags) -> Ack:
-    """A change of a task that is not Prefect's: deleted, with why."""
+def unowned(change: TaskStateChange, tags: TaskTags) -> Ack | Release:
+    """A change whose task names no flow run: not Prefect's, deleted with why; unless ECS could not
+    describe the task, when nobody knows, and the message is left for the dead-letter queue."""
+    if tags.failure is not None:
+        return Release(f"ECS cannot describe task {change.task_arn}: {tags.failure}")
     gone = "" if tags.described else " (ECS no longer knows it)"
     return Ack("filtered", f"task {change.task_arn} is not Prefect's{gone}")
 

@@ -34,10 +34,12 @@ ACTIVE_RETENTION = timedelta(days=7)
 
 @dataclass(frozen=True, slots=True)
 class TaskTags:
-    """The Prefect tags of a task; `described` is False when ECS no longer knows the task."""
+    """The Prefect tags of a task; `described` is False when ECS no longer knows the task, or (with
+    `failure`, ECS's reason) could not say: never to be read as "no tags", nor kept."""
 
     tags: Mapping[str, str]
     described: bool = True
+    failure: str | None = None
 
 
 NO_TAGS = TaskTags(MappingProxyType({}))

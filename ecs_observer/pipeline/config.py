@@ -23,6 +23,7 @@ class ObserverConfig:
     cache_size: int = 100_000
     drain_timeout: float = 25.0
     describe_claim: float = 30.0  # with shared state: how long other replicas wait for a claimant's tags
+    describe_failure_limit: float = 300.0  # ECS failing to describe a task (not MISSING): retried this long
     flow_run_states: bool = True  # keep flow runs true to their tasks (needs a FlowRuns port)
     container_name: str = "prefect"  # the orchestration container, as the Prefect ECS worker names it
     crash_log_lines: int = 100  # last lines of a crashed container posted to a run that never ran; 0: off

@@ -7,7 +7,12 @@ no new task has come for a short linger, in a backlog once the intake catches up
 or the in-flight bound is reached; the
 answer, "these tags" or "none", is cached for the task's whole life (its tags
 can be gone once it has stopped). An error is never taken for "no tags": the
-call is retried with backoff while the messages wait.
+call is retried with backoff while the messages wait. Two answers are not final
+at once: MISSING for a change of the last few minutes (DescribeTasks is
+eventually consistent right after RunTask) is asked again a few times, with
+backoff, before the task counts as gone; another failure for one task
+(ACCESS_DENIED, ...) is asked again for `failure_limit` seconds, then answered
+as "ECS cannot say", which is never cached and never means "not Prefect's".
 
 With several replicas, the answer is also kept in the shared task state: a
 replica first claims a task there, and only the claimant describes it; the
@@ -21,14 +26,15 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from cachetools import LRUCache
 
 from ..core.ecs_event import TaskStateChange
 from ..core.task_record import GONE, NO_TAGS, TaskRecord, TaskTags, expires_after
-from ..ports import TaskDescriber, TaskStateStore
-from ..support.backoff import Backoff
+from ..ports import DescribeFailure, TaskDescriber, TaskStateStore
+from ..support.backoff import Backoff, Retrying
 from ..support.stats import Stats
 from .config import ObserverConfig
 from .watch import StateWatch
@@ -37,7 +43,16 @@ __all__ = ["MAX_TASKS_PER_CALL", "TagLookup"]
 
 log = logging.getLogger("ecs_observer.tags")
 MAX_TASKS_PER_CALL = 100
+# MISSING for a change younger than this may be ECS not showing a new task yet: asked again this often.
+MISSING_GRACE = timedelta(minutes=3)
+MISSING_TRIES = 5
 PREFECT_TAG_PREFIX = "prefect.io/"
+
+
+@dataclass
+class _Retries:
+    attempts: int = 0
+    failing_since: float | None = None  # when ECS first failed to describe the task (monotonic)
 
 
 @dataclass
@@ -60,6 +75,7 @@ class TagLookup:
         backoff: Backoff = Backoff(),
         claim_seconds: float = 30.0,
         watch: StateWatch | None = None,
+        failure_limit: float = 300.0,
     ) -> None:
         self._describer = describer
         self._store = store
@@ -73,6 +89,9 @@ class TagLookup:
         self._pending: dict[tuple[str, str | None], _Pending] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
+        self._failure_limit = failure_limit
+        self._retries: dict[str, _Retries] = {}  # tasks to be asked again, and how often they were
+        self._later: dict[str, asyncio.TimerHandle] = {}  # per task: when it is asked again
 
     @classmethod
     def configured(
@@ -87,6 +106,7 @@ class TagLookup:
             backoff=config.backoff,
             claim_seconds=config.describe_claim,
             watch=watch,
+            failure_limit=config.describe_failure_limit,
         )
 
     def cached(self, task_arn: str) -> TaskTags | None:
@@ -196,32 +216,86 @@ class TagLookup:
     ) -> None:
         region, cluster = key
         arns = list(futures)
+
+        async def describe() -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+            self._stats.describe_calls += 1
+            self._stats.described_tasks += len(arns)
+            return await self._describer.describe(region, cluster, arns)
+
+        what = f"DescribeTasks for {len(arns)} task(s) of cluster {cluster or 'default'} in {region}"
         try:
-
-            async def describe() -> Mapping[str, Mapping[str, str] | None]:
-                self._stats.describe_calls += 1
-                self._stats.described_tasks += len(arns)
-                return await self._describer.describe(region, cluster, arns)
-
-            what = f"DescribeTasks for {len(arns)} task(s) of cluster {cluster or 'default'} in {region}"
             found = await self._backoff.call("describe_tasks", describe, what=what)
-            results = {arn: GONE if (tags := found.get(arn)) is None else _prefect_tags(tags) for arn in arns}
+        except BaseException:
+            self._forget(arns)
+            raise
+        results: dict[str, TaskTags] = {}
+        for arn in arns:
+            result = self._result(changes[arn], found.get(arn))
+            if result is None:
+                self._ask_later(changes[arn], futures[arn], found.get(arn))
+            else:
+                results[arn] = result
+        try:
             # Saved before anyone proceeds: the other replicas watching these tasks stop waiting.
             await asyncio.gather(
                 *(
                     self._store.save_tags(arn, result, expires_after(changes[arn].last_status, changes[arn].occurred))
                     for arn, result in results.items()
+                    if result.failure is None
                 )
             )
         finally:
-            for arn in arns:
-                self._in_flight.pop(arn, None)
-        for arn, future in futures.items():
-            self._cache[arn] = results[arn]
-            if not future.done():
-                future.set_result(results[arn])
+            self._forget(list(results))
+        for arn, result in results.items():
+            if result.failure is None:
+                self._cache[arn] = result
+            if not futures[arn].done():
+                futures[arn].set_result(result)
+
+    def _result(self, change: TaskStateChange, answer: Mapping[str, str] | DescribeFailure | None) -> TaskTags | None:
+        """The task's tags from ECS's answer, or None to ask again later."""
+        if answer is None:
+            young = datetime.now(UTC) - change.occurred < MISSING_GRACE
+            tries = self._retries.get(change.task_arn, _Retries()).attempts
+            return None if young and tries < MISSING_TRIES else GONE
+        if isinstance(answer, DescribeFailure):
+            retries = self._retries.setdefault(change.task_arn, _Retries())
+            since = retries.failing_since = retries.failing_since or time.monotonic()
+            if time.monotonic() - since < self._failure_limit:
+                return None
+            return TaskTags(MappingProxyType({}), described=False, failure=answer.reason)
+        return _prefect_tags(answer)
+
+    def _ask_later(
+        self,
+        change: TaskStateChange,
+        future: asyncio.Future[TaskTags],
+        answer: Mapping[str, str] | DescribeFailure | None,
+    ) -> None:
+        retries = self._retries.setdefault(change.task_arn, _Retries())
+        retries.attempts += 1
+        reason = answer.reason if isinstance(answer, DescribeFailure) else "MISSING, just after it started?"
+        self._backoff.retrying(
+            Retrying("describe_tasks", retries.attempts, LookupError(reason), f"DescribeTasks of {change.task_arn}")
+        )
+        loop = asyncio.get_running_loop()
+        self._later[change.task_arn] = loop.call_later(
+            self._backoff.delay(retries.attempts), self._again, change, future
+        )
+
+    def _again(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
+        self._later.pop(change.task_arn, None)
+        if not future.done():
+            self._enqueue(change, future)
+
+    def _forget(self, arns: list[str]) -> None:
+        for arn in arns:
+            self._in_flight.pop(arn, None)
+            self._retries.pop(arn, None)
 
     async def close(self) -> None:
+        for handle in self._later.values():
+            handle.cancel()
         for pending in self._pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()

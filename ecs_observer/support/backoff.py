@@ -72,6 +72,14 @@ class Backoff:
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (from 1) of a caller that retries by itself."""
+        return float(min(self.initial * 2.0 ** (attempt - 1), self.maximum))
+
+    def retrying(self, retry: Retrying) -> None:
+        """Tell the log and the hooks of a retry made by the caller itself (one scheduled for later)."""
+        self._retrying(retry)
+
     def _retrying(self, retry: Retrying) -> None:
         if retry.what is not None:
             log.warning("%s failed; retrying (attempt %d): %s", retry.what, retry.attempt, retry.error)

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -132,7 +132,8 @@ async def test_task_whose_tags_are_gone(
     run_id = "5b0d4bc8-04a1-4c6e-9d3f-6a1f0b9f7e21"
     gone = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000abc"
     unknown = "arn:aws:ecs:us-east-1:123456789012:task/prefect/00000000000000000000000000000def"
-    now = datetime.now(UTC)
+    # Stopped long enough ago that MISSING means gone, not "not visible yet".
+    now = datetime.now(UTC) - timedelta(minutes=10)
     with_env = state_change(gone, "STOPPED", 9, now, flow_run_id=run_id)
     without_env = state_change(unknown, "STOPPED", 9, now)
     await send(aws, queue_url, [json.dumps(with_env), json.dumps(without_env)])
