@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 from uuid import UUID
 
 from .core.chain import Link
@@ -18,6 +18,7 @@ from .core.run_states import LogSource, Proposal, RunLog, RunState
 from .core.task_record import TaskRecord, TaskTags
 
 __all__ = [
+    "Claim",
     "ContainerLogs",
     "DescribeFailure",
     "EncodedEvent",
@@ -119,6 +120,9 @@ class ContainerLogs(Protocol):
         ...
 
 
+Claim = Literal["mine", "busy", "done"]
+
+
 class TaskStateStore(Protocol):
     """Calls retry errors themselves (the message waits); they raise only when cancelled.
 
@@ -144,12 +148,13 @@ class TaskStateStore(Protocol):
         the same change under another id is seen to be a duplicate."""
         ...
 
-    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime) -> bool:
-        """True when `owner` (a change's event id) is to do `what` for the task: the first to ask, or
-        the same change asking again before `done` (its message redelivered after a crash). So `what`
-        is done once per task across duplicates and replicas, and at least once."""
+    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
+        """Whether `owner` (a change's event id) is to do `what` for the task: "mine" for the first to
+        ask, and for whoever asks after a claim has lapsed (`lease` seconds: its holder died); "busy"
+        while another holds it; "done" once `done` was called. So `what` is done once per task across
+        duplicates, redeliveries and replicas, and at least once."""
         ...
 
     async def done(self, task_arn: str, what: str, expires: datetime) -> None:
-        """`what` is done for the task: `once` answers False from now on, to every change."""
+        """`what` is done for the task: `once` answers "done" from now on, to every change."""
         ...

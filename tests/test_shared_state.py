@@ -15,6 +15,7 @@ import pytest
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.dynamodb import DynamoTaskState, check_table
+from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import lifecycle
 from ecs_observer.core.chain import Link
 from ecs_observer.core.task_record import NO_TAGS, TaskTags, expires_after
@@ -190,3 +191,23 @@ async def test_check_table_names_what_is_wrong(aws: AwsClients) -> None:
         await check_table(client, no_ttl)
     with pytest.raises(Exception, match=r"ResourceNotFoundException|not found"):
         await check_table(client, "no-such-table")
+
+
+async def test_once_per_task_across_replicas_with_a_lease(replicas: list[DynamoTaskState]) -> None:
+    """The diagnosis log is written by one handler: others wait while it holds the claim (also the same
+    change on another replica), take over once the claim lapses (its holder died), and skip once done."""
+    a, b, _ = replicas
+    task_arn = f"{ARN}{uuid.uuid4().hex}"
+    me, twin = uuid.uuid4(), uuid.uuid4()
+    for store in (a, MemoryTaskState(10)):
+        arn = f"{task_arn}-{type(store).__name__}"
+        other = b if store is a else store
+        assert await store.once(arn, "diagnosis", me, T0, lease=60) == "mine"
+        assert await other.once(arn, "diagnosis", me, T0, lease=60) == "busy"  # the same change elsewhere
+        assert await other.once(arn, "diagnosis", twin, T0, lease=60) == "busy"
+        assert await store.once(arn, "crash-logs", twin, T0, lease=0.2) == "mine"  # another thing: its own claim
+        await asyncio.sleep(0.3)
+        assert await other.once(arn, "crash-logs", me, T0, lease=60) == "mine"  # lapsed: its holder died
+        await store.done(arn, "diagnosis", T0)
+        assert await other.once(arn, "diagnosis", twin, T0, lease=60) == "done"
+        assert await store.once(arn, "diagnosis", me, T0, lease=60) == "done"

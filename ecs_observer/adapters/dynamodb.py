@@ -10,8 +10,9 @@ One item per task ARN (the partition key `task_arn`):
   redelivered change keeps its first `follows`;
 - one attribute `v_<version>` per recorded version, holding its event's id, so
   that the same change under another id is recognised as a duplicate;
-- one attribute `o_<what>` per thing done once per task (the diagnosis log),
-  holding the event id of the change that does it, written only if absent;
+- one attribute `o_<what>` per thing done once per task (the diagnosis log,
+  crash logs, deregistration): the change doing it and until when its claim
+  holds, taken only if absent or lapsed, then marked done;
 - `version`, the highest `detail.version` recorded, and `expires`, the TTL
   attribute: both move only forward (conditional on `version`), so an older
   change arriving late never shortens or extends the life of a stopped task.
@@ -34,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from ..core.chain import Link, kept_link
 from ..core.task_record import ACTIVE_RETENTION, DONE, TaskRecord, TaskTags
+from ..ports import Claim
 from ..support.backoff import Backoff
 from ..support.stats import Stats
 
@@ -161,21 +163,32 @@ class DynamoTaskState:
             raise RuntimeError(f"DynamoDB refused change {link.event_id} of {task_arn} as recorded, but it is not")
         return kept
 
-    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime) -> bool:
-        return await self._update(
+    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
+        now = time.time()  # leases compare wall clocks across replicas, as describe claims do
+        names = {"#owner": _ONCE_PREFIX + what}
+        if await self._update(
             task_arn,
-            "SET #owner = :owner, #expires = if_not_exists(#expires, :expires)",
-            "attribute_not_exists(#owner) OR #owner = :owner",
-            {":owner": {"S": owner.hex}, ":expires": _epoch(expires)},
-            {"#owner": _ONCE_PREFIX + what},
-        )
+            "SET #owner = :claim, #expires = if_not_exists(#expires, :expires)",
+            "attribute_not_exists(#owner) OR (#owner.u < :now AND #owner.o <> :done)",
+            {
+                ":claim": {"M": {"o": {"S": owner.hex}, "u": {"N": f"{now + lease:.3f}"}}},
+                ":now": {"N": f"{now:.3f}"},
+                ":done": {"S": DONE.hex},
+                ":expires": _epoch(expires),
+            },
+            names,
+        ):
+            return "mine"
+        record = (await self.load([task_arn])).get(task_arn)
+        held = next((claim for claim in record.claims if claim[0] == what), None) if record is not None else None
+        return "done" if held is not None and held[1] == DONE else "busy"
 
     async def done(self, task_arn: str, what: str, expires: datetime) -> None:
         await self._update(
             task_arn,
             "SET #owner = :done, #expires = if_not_exists(#expires, :expires)",
             None,
-            {":done": {"S": DONE.hex}, ":expires": _epoch(expires)},
+            {":done": {"M": {"o": {"S": DONE.hex}, "u": {"N": "0"}}}, ":expires": _epoch(expires)},
             {"#owner": _ONCE_PREFIX + what},
         )
 
@@ -250,12 +263,12 @@ def _record(item: Mapping[str, Any]) -> TaskRecord:
         (_link(name, value["M"]) for name, value in item.items() if name.startswith(_LINK_PREFIX)), key=Link.order
     )
     claimed = float(item["claimed_until"]["N"]) if "claimed_until" in item else 0.0
-    owners = tuple(
-        (name[len(_ONCE_PREFIX) :], UUID(hex=value["S"]))
+    claims = tuple(
+        (name[len(_ONCE_PREFIX) :], UUID(hex=value["M"]["o"]["S"]), float(value["M"]["u"]["N"]))
         for name, value in item.items()
-        if name.startswith(_ONCE_PREFIX)
+        if name.startswith(_ONCE_PREFIX) and "M" in value
     )
-    return TaskRecord(tags=tags, links=tuple(links), claimed_until=claimed, owners=owners)
+    return TaskRecord(tags=tags, links=tuple(links), claimed_until=claimed, claims=claims)
 
 
 def _link(name: str, value: Mapping[str, Any]) -> Link:

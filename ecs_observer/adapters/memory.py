@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -11,6 +12,7 @@ from cachetools import LRUCache
 
 from ..core.chain import Link, add_link, kept_link
 from ..core.task_record import DONE, EMPTY, TaskRecord, TaskTags
+from ..ports import Claim
 
 __all__ = ["MemoryTaskState"]
 
@@ -43,17 +45,22 @@ class MemoryTaskState:
         self._tasks[task_arn] = replace(current, links=add_link(current.links, link))
         return link
 
-    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime) -> bool:
+    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
         current = self._tasks.get(task_arn, EMPTY)
-        held = dict(current.owners).get(what)
-        if held is None:
-            self._tasks[task_arn] = replace(current, owners=(*current.owners, (what, owner)))
-        return held in (None, owner)
+        held = next((claim for claim in current.claims if claim[0] == what), None)
+        if held is not None and held[1] == DONE:
+            return "done"
+        now = time.time()
+        if held is not None and held[2] > now:
+            return "busy"
+        others = tuple(claim for claim in current.claims if claim[0] != what)
+        self._tasks[task_arn] = replace(current, claims=(*others, (what, owner, now + lease)))
+        return "mine"
 
     async def done(self, task_arn: str, what: str, expires: datetime) -> None:
         current = self._tasks.get(task_arn, EMPTY)
-        owners = tuple((w, o) for w, o in current.owners if w != what)
-        self._tasks[task_arn] = replace(current, owners=(*owners, (what, DONE)))
+        others = tuple(claim for claim in current.claims if claim[0] != what)
+        self._tasks[task_arn] = replace(current, claims=(*others, (what, DONE, 0.0)))
 
     def __len__(self) -> int:
         return len(self._tasks)

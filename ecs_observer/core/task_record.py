@@ -54,7 +54,8 @@ class TaskRecord:
     tags: TaskTags | None = None
     links: tuple[Link, ...] = ()
     claimed_until: float = 0.0
-    owners: tuple[tuple[str, UUID], ...] = ()  # (what, the change doing it, or DONE): TaskStateStore.once
+    # (what, the change doing it or DONE, until when its claim holds): see TaskStateStore.once
+    claims: tuple[tuple[str, UUID, float], ...] = ()
 
 
 DONE = UUID(int=0)  # the owner of what has been done: no change's event id

@@ -16,6 +16,7 @@ from datetime import datetime
 from uuid import UUID
 
 from ..core.decision import DeregisterDefinition, Forward, ForwardCrashLogs, KeepRunTrue, WriteDiagnosis
+from ..core.ecs_event import TaskStateChange
 from ..core.run_states import RunState, crash_logs, diagnosis_log, never_ran, propose
 from ..core.task_record import expires_after
 from ..ports import ContainerLogs, FlowRuns, TaskDefinitions, TaskStateStore
@@ -80,6 +81,9 @@ class _Reads:
 # AWS calls for crash logs and deregistration are tried this often, then given up with a warning:
 # they must not hold a message (and its task's later changes) for ever.
 _AWS_ATTEMPTS = 6
+# How long a claim to write a run's log (or fetch crash logs, deregister) holds before another may take it over.
+_LEASE = 60.0
+_CLAIM_POLL = 0.5
 
 
 class Effects:
@@ -154,7 +158,7 @@ class Effects:
     async def _write_diagnosis(self, forward: Forward, effect: WriteDiagnosis) -> None:
         change = forward.change
         expires = expires_after(change.last_status, change.occurred)
-        if not await self._store.once(change.task_arn, "diagnosis", change.event_id, expires):
+        if not await self._claim(change, "diagnosis", expires):
             return
         await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis)])
         await self._store.done(change.task_arn, "diagnosis", expires)
@@ -165,7 +169,7 @@ class Effects:
         if self._definitions is None or self._container_logs is None or not change.task_definition_arn:
             return
         expires = expires_after(change.last_status, change.occurred)
-        if not await self._store.once(change.task_arn, "crash-logs", change.event_id, expires):
+        if not await self._claim(change, "crash-logs", expires):
             return
         definitions, container_logs, arn = self._definitions, self._container_logs, change.task_definition_arn
         stop = change.stop
@@ -199,7 +203,7 @@ class Effects:
         if self._definitions is None:
             return
         expires = expires_after(change.last_status, change.occurred)
-        if not await self._store.once(change.task_arn, "deregister", change.event_id, expires):
+        if not await self._claim(change, "deregister", expires):
             return
         definitions = self._definitions
         what = f"DeregisterTaskDefinition {effect.arn}"
@@ -213,6 +217,15 @@ class Effects:
             self._stats.deregistered += 1
             log.info("task definition %s deregistered (task %s stopped)", effect.arn, change.task_id)
         await self._store.done(change.task_arn, "deregister", expires)
+
+    async def _claim(self, change: TaskStateChange, what: str, expires: datetime) -> bool:
+        """True to do `what` for the task now; False when it is done. While another handler holds it
+        (the same change on another replica, or its duplicate), wait: if that one dies, its claim lapses."""
+        while True:
+            claim = await self._store.once(change.task_arn, what, change.event_id, expires, _LEASE)
+            if claim != "busy":
+                return claim == "mine"
+            await asyncio.sleep(_CLAIM_POLL)
 
     async def close(self) -> None:
         for task in list(self._tails.values()):
