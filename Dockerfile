@@ -7,12 +7,15 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY requirements.lock ./
+COPY requirements.lock requirements-build.lock ./
 RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+# The build backend too comes pinned with hashes, in a venv of its own, and the wheel is built with it alone.
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY ecs_observer ./ecs_observer
 COPY infra ./infra
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist . \
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
     && /opt/venv/bin/pip install --no-deps /dist/*.whl
 
 # --- run: slim, no compilers, not root ---

@@ -36,20 +36,30 @@ def test_lock_pins_every_runtime_dependency() -> None:
 def test_dockerfile_installs_from_the_hashed_lock() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
+    # The build backend as well: nothing is fetched unpinned when the wheel is built.
+    assert "pip install --require-hashes --no-deps -r requirements-build.lock" in dockerfile
+    assert "pip wheel --no-deps --no-build-isolation" in dockerfile
+    build_lock = (ROOT / "requirements-build.lock").read_text()
+    assert re.search(r"^hatchling==[\d.]+ \\\n    --hash=sha256:[0-9a-f]{64}$", build_lock, re.MULTILINE)
     assert "USER 10001" in dockerfile
     assert 'User: "10001"' in (ROOT / "infra" / "service.yaml").read_text()
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the Dockerfile's steps: the lock with hashes, then the wheel without dependencies."""
+    """Fresh venvs with the Dockerfile's steps: the lock with hashes; the build backend with hashes, which
+    alone builds the wheel; then the wheel without dependencies."""
     work = tmp_path_factory.mktemp("image")
     venv = work / "venv"
     assert sh(sys.executable, "-m", "venv", venv).returncode == 0
     pip = venv / "bin" / "pip"
     step = sh(pip, "install", "--require-hashes", "--no-deps", "-r", ROOT / "requirements.lock")
     assert step.returncode == 0, step.stderr[-2000:]
-    step = sh(pip, "wheel", "--no-deps", "--wheel-dir", work / "dist", ROOT)
+    build = work / "build"
+    assert sh(sys.executable, "-m", "venv", build).returncode == 0
+    step = sh(build / "bin" / "pip", "install", "--require-hashes", "--no-deps", "-r", ROOT / "requirements-build.lock")
+    assert step.returncode == 0, step.stderr[-2000:]
+    step = sh(build / "bin" / "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", work / "dist", ROOT)
     assert step.returncode == 0, step.stderr[-2000:]
     (wheel,) = (work / "dist").glob("ecs_observer-*.whl")
     step = sh(pip, "install", "--no-deps", wheel)

@@ -46,8 +46,9 @@ async def test_sqs_and_ecs_faults_lose_nothing_and_back_off(
     prefect_proxy = await FaultProxy(f"http://127.0.0.1:{prefect.port}").start()
     for operation, faults in OPERATIONS.items():
         aws_proxy.inject(operation, *faults)
-    # The first POST hangs, so messages are held long enough to need their visibility extended.
-    prefect_proxy.inject("POST /api/events", hang(8.0))
+    # The first POST hangs, so messages are held long enough to need their visibility extended, in several
+    # sweeps: enough calls to meet every injected ChangeMessageVisibilityBatch fault while they are held.
+    prefect_proxy.inject("POST /api/events", hang(12.0))
     sink = PrefectApiSink(PrefectClient(f"{prefect_proxy.url}/api", timeout=15, backoff=Backoff(0.1, 1.0)))
     try:
         async with AwsClients(aioboto3.Session(region_name=REGION), endpoint_url=aws_proxy.url) as faulty:
@@ -59,7 +60,12 @@ async def test_sqs_and_ecs_faults_lose_nothing_and_back_off(
                 replace(FAST, visibility_timeout=10, backoff=Backoff(0.1, 1.0)),
             )
             await run_until(
-                obs, lambda: obs.stats.deleted >= sc.expected + 8 and not aws_proxy.script["DeleteMessageBatch"]
+                obs,
+                lambda: (
+                    obs.stats.deleted >= sc.expected + 8
+                    and not aws_proxy.script["DeleteMessageBatch"]
+                    and not aws_proxy.script["ChangeMessageVisibilityBatch"]
+                ),
             )
     finally:
         await sink.aclose()
