@@ -250,27 +250,8 @@ async def test_a_run_that_never_ran_gets_its_containers_last_lines_and_the_defin
 ) -> None:
     ecs, logs_client = await aws.ecs(REGION), await aws.logs(REGION)
     cluster = await start_cluster(ecs, "crash-logs")
-    # As the Prefect ECS worker registers it: container `prefect`, awslogs to group `prefect`.
-    definition = (
-        await ecs.register_task_definition(
-            family=f"prefect-flow-{uuid.uuid4().hex[:6]}",
-            containerDefinitions=[
-                {
-                    "name": "prefect",
-                    "image": "prefecthq/prefect:3-latest",
-                    "memory": 512,
-                    "logConfiguration": {
-                        "logDriver": "awslogs",
-                        "options": {
-                            "awslogs-group": "prefect",
-                            "awslogs-region": REGION,
-                            "awslogs-stream-prefix": "prefect",
-                        },
-                    },
-                }
-            ],
-        )
-    )["taskDefinition"]["taskDefinitionArn"]
+    # Registered as the Prefect ECS worker does it: container `prefect`, awslogs to group `prefect`.
+    definition = cluster.task_definition_arn
     if "prefect" not in [g["logGroupName"] for g in (await logs_client.describe_log_groups())["logGroups"]]:
         await logs_client.create_log_group(logGroupName="prefect")
     begin = datetime.now(UTC) - timedelta(minutes=4)

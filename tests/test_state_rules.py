@@ -22,20 +22,12 @@ from ecs_observer.core.decision import (
 from ecs_observer.core.diagnosis import diagnose
 from ecs_observer.core.run_states import RunState, crash_logs, diagnosis_log, never_ran, propose
 
+from .runs import STATE_NAMES
+
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 DEF = "arn:aws:ecs:us-east-1:123456789012:task-definition/flow:3"
 RUN = uuid.UUID("7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59")
-STATES = {
-    "SCHEDULED": "Scheduled",
-    "PENDING": "Pending",
-    "RUNNING": "Running",
-    "PAUSED": "Paused",
-    "CANCELLING": "Cancelling",
-    "COMPLETED": "Completed",
-    "FAILED": "Failed",
-    "CANCELLED": "Cancelled",
-    "CRASHED": "Crashed",
-}
+STATES = STATE_NAMES
 
 
 def change(status: str, **stop: Any) -> TaskStateChange:
