@@ -77,6 +77,15 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             ecs = await clients.ecs(region)
             return await _allowed(region, ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"]))
 
+        def describe_in(cluster: str) -> Callable[[], Awaitable[str]]:
+            async def probe() -> str:
+                cluster_region = cluster.split(":")[3]
+                ecs = await clients.ecs(cluster_region)
+                call = ecs.describe_tasks(cluster=cluster, tasks=["0" * 32], include=["TAGS"])
+                return await _allowed(cluster_region, call)
+
+            return probe
+
         async def definitions() -> str:
             ecs = await clients.ecs(region)
             return await _allowed(region, ecs.describe_task_definition(taskDefinition="ecs-observer-check-probe:1"))
@@ -113,7 +122,12 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         await step("queue exists", queue)
         await step("queue can be read", receive)
-        await step("ecs:DescribeTasks allowed", describe)
+        if settings.clusters():
+            # As the template grants it: on the tasks of these clusters only.
+            for cluster in settings.clusters():
+                await step(f"ecs:DescribeTasks allowed on {cluster}", describe_in(cluster))
+        else:
+            await step("ecs:DescribeTasks allowed", describe)
         if settings.state_table is not None:
             await step("state table usable", table)
         await step("Prefect API answers", prefect)

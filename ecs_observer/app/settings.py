@@ -18,6 +18,7 @@ _D = ObserverConfig()
 
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/(?:\d{12}|queue)/[A-Za-z0-9_-]{1,80}(?:\.fifo)?$")
 _PREFECT_AWS = "PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_"
+_CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:[^:/\s]+:cluster/[A-Za-z0-9_-]{1,255}$")
 
 
 class ConfigError(Exception):
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("prefect_api_auth_string", "PREFECT_API_AUTH_STRING"),
         description="user:password of a self-hosted server with basic auth",
+    )
+    watched_clusters: str | None = Field(
+        default=None,
+        description="comma-separated ARNs of the clusters the observer may describe (the service template's "
+        "WatchedClusterArns): `check` probes DescribeTasks on each",
     )
     state_table: str | None = Field(
         default=None,
@@ -135,6 +141,19 @@ class Settings(BaseSettings):
         if value is not None and not _QUEUE_URL.match(value):
             raise ValueError("not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
         return value
+
+    @field_validator("watched_clusters")
+    @classmethod
+    def _valid_clusters(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        for arn in value.split(","):
+            if not _CLUSTER_ARN.match(arn.strip()):
+                raise ValueError(f"not an ECS cluster ARN: {arn.strip()[:200]!r}")
+        return value
+
+    def clusters(self) -> list[str]:
+        return [arn.strip() for arn in (self.watched_clusters or "").split(",") if arn.strip()]
 
     @field_validator("state_table")
     @classmethod

@@ -64,6 +64,7 @@ class FaultProxy:
     requests: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
     port: int = 0
     _runner: web.AppRunner | None = None
+    _targets: list[str] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
 
     @property
@@ -99,6 +100,11 @@ class FaultProxy:
         if self._session is not None:
             await self._session.close()
 
+    @property
+    def targets(self) -> set[str]:
+        """Every AWS action that passed through, as `X-Amz-Target` names it (`AmazonSQS.ReceiveMessage`)."""
+        return set(self._targets)
+
     @staticmethod
     def operation(request: web.Request) -> str:
         target = request.headers.get("X-Amz-Target")
@@ -108,6 +114,8 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         operation = self.operation(request)
+        if (target := request.headers.get("X-Amz-Target")) is not None:
+            self._targets.append(target)
         body = await request.read()
         pending = self.script.get(operation)
         fault = pending.pop(0) if pending else None
