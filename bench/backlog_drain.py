@@ -29,6 +29,9 @@ CLUSTERS = 3
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1250)
+    parser.add_argument(
+        "--flow-run-states", choices=["true", "false"], default="true", help="false: events only, as before issue 10"
+    )
     args = parser.parse_args()
     with moto() as moto_url, sink() as sink_url, tempfile.TemporaryDirectory() as tmp:
         sqs, ecs = clients(moto_url)
@@ -44,16 +47,15 @@ def main() -> None:
             )["taskDefinition"]["taskDefinitionArn"]
             for group in range(0, args.tasks // CLUSTERS + (c < args.tasks % CLUSTERS), 10):
                 prefect = (group // 10) % 2 == 0
-                tags = (
-                    [{"key": "prefect.io/flow-run-id", "value": str(uuid.uuid4())}]
-                    if prefect
-                    else [{"key": "team", "value": "other"}]
-                )
                 count = min(10, args.tasks // CLUSTERS + (c < args.tasks % CLUSTERS) - group)
+                # Each of Prefect's tasks runs a flow run of its own, as the ECS worker starts them.
+                runs = [{"key": "prefect.io/flow-run-id", "value": str(uuid.uuid4())} for _ in range(count)]
+                batches = [(1, [run]) for run in runs] if prefect else [(count, [{"key": "team", "value": "other"}])]
                 arns = [
                     t["taskArn"]
+                    for n, tags in batches
                     for t in ecs.run_task(
-                        cluster=f"bench-{c}", taskDefinition=task_def, launchType="FARGATE", count=count, tags=tags
+                        cluster=f"bench-{c}", taskDefinition=task_def, launchType="FARGATE", count=n, tags=tags
                     )["tasks"]
                 ]
                 for arn in arns:
@@ -67,10 +69,15 @@ def main() -> None:
             f"# backlog_drain: {len(bodies)} messages, {args.tasks} tasks ({len(expected) // 8} Prefect's), "
             f"{CLUSTERS} clusters; set up in {time.monotonic() - made:.0f} s"
         )
-        print(f"# reproduce: python bench/backlog_drain.py --tasks {args.tasks}")
+        print(
+            f"# reproduce: python bench/backlog_drain.py --tasks {args.tasks} --flow-run-states {args.flow_run_states}"
+        )
 
         began, began_wall = time.monotonic(), time.time()
-        with observer(moto_url, sink_url, queue_url, Path(tmp) / "observer.log", wait_time_seconds="1") as obs:
+        log = Path(tmp) / "observer.log"
+        with observer(
+            moto_url, sink_url, queue_url, log, wait_time_seconds="1", flow_run_states=args.flow_run_states
+        ) as obs:
             # Watch the observer's own counts: GetQueueAttributes is O(n) in moto and would load it.
             # Then the queue, once a second: moto may deliver a message twice, so the count alone can run ahead.
             while True:

@@ -18,6 +18,7 @@ from .ecs_event import TaskStateChange
 __all__ = [
     "FINAL",
     "INFRASTRUCTURE_PENDING",
+    "PLACING",
     "LogSource",
     "Proposal",
     "RunLog",

@@ -15,9 +15,19 @@ import logging
 from datetime import datetime
 from uuid import UUID
 
+from cachetools import LRUCache
+
 from ..core.decision import DeregisterDefinition, Forward, ForwardCrashLogs, KeepRunTrue, WriteDiagnosis
 from ..core.ecs_event import TaskStateChange
-from ..core.run_states import RunState, crash_logs, diagnosis_log, never_ran, propose
+from ..core.run_states import (
+    INFRASTRUCTURE_PENDING,
+    PLACING,
+    RunState,
+    crash_logs,
+    diagnosis_log,
+    never_ran,
+    propose,
+)
 from ..core.task_record import expires_after
 from ..ports import ContainerLogs, FlowRuns, TaskDefinitions, TaskStateStore
 from ..support.stats import Stats
@@ -104,6 +114,8 @@ class Effects:
         self._backoff = config.backoff.hooked(stats.retried)
         self._container_name = config.container_name
         self._reads = _Reads(runs, config.linger)
+        # (run, task) pairs whose InfrastructurePending is answered: the task's next placing change reads nothing.
+        self._placed: LRUCache[tuple[UUID, str], bool] = LRUCache(maxsize=10_000)
         self._tails: dict[str, asyncio.Task[None]] = {}  # per task: its latest effects, which later ones await
 
     def schedule(self, forward: Forward) -> asyncio.Task[None] | None:
@@ -134,6 +146,10 @@ class Effects:
                 await self._deregister(forward, effect)
 
     async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> RunState | None:
+        placed = (effect.run_id, forward.change.task_arn)
+        if forward.change.last_status in PLACING and placed in self._placed:
+            # This task's InfrastructurePending is set: whatever the run did since, nothing is to propose.
+            return None
         current = await self._reads.state(effect.run_id)
         if current is None:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
@@ -144,6 +160,8 @@ class Effects:
             return current
         answer = await self._runs.propose(effect.run_id, proposal)
         self._stats.state_proposals[answer] += 1
+        if proposal.name == INFRASTRUCTURE_PENDING and answer in ("ACCEPT", "ABORT", "REJECT"):
+            self._placed[placed] = True
         level = logging.INFO if answer == "ACCEPT" else logging.DEBUG
         log.log(
             level,

@@ -2,7 +2,9 @@
 
 A batch goes when it holds `max_events` events or `max_bytes` bytes, or when
 its first event has waited `linger` seconds, so batching adds at most the
-linger to an event's latency.
+linger to an event's latency. In a backlog (receives come back full) it waits
+10 lingers, as the deletes do, and goes at once when the intake catches up or
+the in-flight bound is reached: the events have waited in the queue anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Forwarder:
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._linger = linger
+        self._backlog = False  # set while receives come back full: more events are on their way
         self._batch: list[tuple[EncodedEvent, asyncio.Future[str | None]]] = []
         self._bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -48,8 +51,20 @@ class Forwarder:
         if len(self._batch) >= self._max_events or self._bytes >= self._max_bytes:
             self._flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
+            linger = 10 * self._linger if self._backlog else self._linger
+            self._timer = asyncio.get_running_loop().call_later(linger, self._flush)
         return await asyncio.shield(future)
+
+    def intake(self, full: bool) -> None:
+        """Told after each receive: a short one means the backlog is drained, so a waiting batch goes now."""
+        was, self._backlog = self._backlog, full
+        if was and not full and self._batch:
+            self._flush()
+
+    def flush_all(self) -> None:
+        """Send the waiting batch now: no more events can come (the in-flight bound is reached)."""
+        if self._batch:
+            self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:

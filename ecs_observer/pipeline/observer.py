@@ -74,7 +74,8 @@ class Observer:
             sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
         )
         self._leases = Leases(queue, stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
-        self._intake = Intake(queue, self._leases, (self._tags, self._leases), stats, config, self._dispatch)
+        batchers = (self._tags, self._leases, self._forwarder)
+        self._intake = Intake(queue, self._leases, batchers, stats, config, self._dispatch)
         self._handlers: set[asyncio.Task[None]] = set()
         # Bounded, so that each broken message is logged once, not on every redelivery.
         self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
