@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
 from ..servers import PrefectServer
-from ..world import assert_chains, depth, make_queue, observer, send, start_tasks
+from ..world import FAST, assert_chains, depth, make_queue, observer, send, start_tasks
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 RESOURCE_ID = re.compile(
@@ -93,7 +94,9 @@ async def test_broken_messages_end_in_the_dead_letter_queue_while_good_ones_flow
     bodies = list(BROKEN.values()) + [json.dumps(e) for t in tasks for e in t.events]
     await send(aws, queue_url, bodies)
     sink = PrefectApiSink(PrefectClient(prefect.api_url))
-    obs = await observer(aws, queue_url, sink)
+    # A rejected message comes back when the visibility its receive asked for runs out: 2 s, not FAST's 30 s,
+    # so that the two receives before the dead-letter queue take seconds, not a minute.
+    obs = await observer(aws, queue_url, sink, replace(FAST, visibility_timeout=2))
     run = asyncio.create_task(obs.run())
     try:
         for _ in range(120):

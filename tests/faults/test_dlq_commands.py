@@ -29,21 +29,28 @@ async def cli(*args: str, queue_url: str, endpoint: str | None = None) -> tuple[
     return process.returncode, out.decode(), err.decode()
 
 
-async def dead_letters(aws: AwsClients, queue_url: str, bodies: list[str]) -> None:
-    """Send, then receive each body past maxReceiveCount (1) so that SQS moves it to the dead-letter queue."""
+async def dead_letters(aws: AwsClients, queue_url: str, bodies: list[str], dlq_url: str | None = None) -> None:
+    """Send, then receive each body past maxReceiveCount (1) so that SQS moves it to the dead-letter queue;
+    with `dlq_url`, wait until all of them are there."""
     await send(aws, queue_url, bodies)
     sqs = await aws.sqs(REGION)
     for _ in range(6):
         await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    for _ in range(100):
+        if dlq_url is None or (await depth(aws, dlq_url))[0] >= len(bodies):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def test_show_lists_each_dead_letter_with_the_reason_and_leaves_it(aws: AwsClients) -> None:
     queue_url, dlq_url = await make_queue(aws, max_receive=1)
     (task,) = await start_tasks(aws, 1)
     await dead_letters(
-        aws, queue_url, ["not json", json.dumps({**task.events[0], "id": "nope"}), json.dumps(task.events[0])]
+        aws,
+        queue_url,
+        ["not json", json.dumps({**task.events[0], "id": "nope"}), json.dumps(task.events[0])],
+        dlq_url,
     )
-    await asyncio.sleep(1)
     assert (await depth(aws, dlq_url))[0] == 3
 
     code, out, _ = await cli("dlq", "show", queue_url=queue_url)
@@ -61,8 +68,7 @@ async def test_show_lists_each_dead_letter_with_the_reason_and_leaves_it(aws: Aw
 async def test_redrive_moves_everything_back(aws: AwsClients) -> None:
     queue_url, dlq_url = await make_queue(aws, max_receive=1)
     (task,) = await start_tasks(aws, 1)
-    await dead_letters(aws, queue_url, [json.dumps(e) for e in task.events])
-    await asyncio.sleep(1)
+    await dead_letters(aws, queue_url, [json.dumps(e) for e in task.events], dlq_url)
     assert await depth(aws, dlq_url) == (8, 0)
 
     # moto has no StartMessageMoveTask: this also proves the receive-send-delete fallback.
@@ -92,11 +98,7 @@ async def test_an_empty_answer_ends_nothing_while_the_counts_say_messages_wait(a
     go on until the queue's counts say it is empty, so that a small dead-letter queue is reported whole."""
     queue_url, dlq_url = await make_queue(aws, max_receive=1)
     (task,) = await start_tasks(aws, 1)
-    await dead_letters(aws, queue_url, [json.dumps(e) for e in task.events[:3]])
-    for _ in range(50):
-        if (await depth(aws, dlq_url))[0] == 3:
-            break
-        await asyncio.sleep(0.1)
+    await dead_letters(aws, queue_url, [json.dumps(e) for e in task.events[:3]], dlq_url)
     proxy = await FaultProxy(moto_url).start()
     empty = Fault("status", status=200, body=b"{}", headers=(("Content-Type", "application/x-amz-json-1.0"),))
     try:
