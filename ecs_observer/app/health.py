@@ -46,40 +46,29 @@ class _StatsCollector(Collector):
         for field, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(f"ecs_observer_{name}", doc, value=counts[field])
         yield GaugeMetricFamily("ecs_observer_in_flight_messages", "Messages held in flight", value=counts["in_flight"])
-        sqs = CounterMetricFamily("ecs_observer_sqs_calls", "SQS API calls by API", labels=["api"])
-        for api, n in sorted(self._stats.sqs_calls.items()):
-            sqs.add_metric([api], n)
-        yield sqs
-        retries = CounterMetricFamily("ecs_observer_retries", "Retried calls by cause", labels=["cause"])
-        for cause, n in sorted(self._stats.retries.items()):
-            retries.add_metric([cause], n)
-        yield retries
-        errors = CounterMetricFamily(
-            "ecs_observer_sink_errors", "Failed Prefect API requests by status", labels=["status"]
-        )
-        for status, n in sorted(self._stats.sink_errors.items()):
-            errors.add_metric([status], n)
-        yield errors
-        proposals = CounterMetricFamily(
-            "ecs_observer_flow_run_state_proposals", "Flow-run state proposals by Prefect's answer", labels=["answer"]
-        )
-        for answer, n in sorted(self._stats.state_proposals.items()):
-            proposals.add_metric([answer], n)
-        yield proposals
-        dynamodb = CounterMetricFamily(
-            "ecs_observer_dynamodb_calls", "DynamoDB calls for the shared task state, by API", labels=["api"]
-        )
-        for api, n in sorted(self._stats.dynamodb_calls.items()):
-            dynamodb.add_metric([api], n)
-        yield dynamodb
-        units = CounterMetricFamily(
-            "ecs_observer_dynamodb_capacity_units",
-            "DynamoDB request units (estimated: 1 per item read, 1 per write)",
-            labels=["kind"],
-        )
-        for kind, amount in sorted(self._stats.dynamodb_units.items()):
-            units.add_metric([kind], amount)
-        yield units
+        stats = self._stats
+        for name, doc, label, counter in (
+            ("sqs_calls", "SQS API calls by API", "api", stats.sqs_calls),
+            ("retries", "Retried calls by cause", "cause", stats.retries),
+            ("sink_errors", "Failed Prefect API requests by status", "status", stats.sink_errors),
+            (
+                "flow_run_state_proposals",
+                "Flow-run state proposals by Prefect's answer",
+                "answer",
+                stats.state_proposals,
+            ),
+            ("dynamodb_calls", "DynamoDB calls for the shared task state, by API", "api", stats.dynamodb_calls),
+            (
+                "dynamodb_capacity_units",
+                "DynamoDB request units (estimated: 1 per item read, 1 per write)",
+                "kind",
+                stats.dynamodb_units,
+            ),
+        ):
+            family = CounterMetricFamily(f"ecs_observer_{name}", doc, labels=[label])
+            for value, n in sorted(counter.items()):
+                family.add_metric([value], n)
+            yield family
         yield from self._stats.forward_latency.collect()
 
 
