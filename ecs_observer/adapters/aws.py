@@ -8,8 +8,7 @@ botocore honours; nothing here needs to know whether it talks to AWS or moto.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
@@ -51,37 +50,28 @@ class AwsClients:
         return region
 
     async def sqs(self, region: str | None) -> SQSClient:
-        opened: SQSClient = await self._open(
-            ("sqs", region),
-            lambda: self._session.client("sqs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
-        )
+        opened: SQSClient = await self._open("sqs", region)
         return opened
 
     async def ecs(self, region: str | None) -> ECSClient:
-        opened: ECSClient = await self._open(
-            ("ecs", region),
-            lambda: self._session.client("ecs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
-        )
+        opened: ECSClient = await self._open("ecs", region)
         return opened
 
     async def logs(self, region: str | None) -> CloudWatchLogsClient:
-        opened: CloudWatchLogsClient = await self._open(
-            ("logs", region),
-            lambda: self._session.client("logs", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG),
-        )
+        opened: CloudWatchLogsClient = await self._open("logs", region)
         return opened
 
     async def dynamodb(self, region: str | None) -> DynamoDBClient:
-        opened: DynamoDBClient = await self._open(
-            ("dynamodb", region),
-            lambda: self._session.client(
-                "dynamodb", region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG
-            ),
-        )
+        opened: DynamoDBClient = await self._open("dynamodb", region)
         return opened
 
-    async def _open(self, key: tuple[str, str | None], factory: Callable[[], AbstractAsyncContextManager[Any]]) -> Any:
+    async def _open(self, service: str, region: str | None) -> Any:
+        """The client of `service` in `region`, opened on first use and closed with the others."""
         async with self._lock:
+            key = (service, region)
             if key not in self._clients:
-                self._clients[key] = await self._stack.enter_async_context(factory())
+                client = self._session.client(  # type: ignore[call-overload]  # a service name, not a literal
+                    service, region_name=region, endpoint_url=self._endpoint_url, config=_CONFIG
+                )
+                self._clients[key] = await self._stack.enter_async_context(client)
             return self._clients[key]
