@@ -58,7 +58,7 @@ def process(
 @contextlib.contextmanager
 def moto() -> Iterator[str]:
     port = free_port()
-    with process([sys.executable, str(HERE / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)]):
+    with process([sys.executable, str(HERE.parent / "tests" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)]):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/moto-api/")
         yield url

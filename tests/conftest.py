@@ -2,55 +2,33 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aioboto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ecs_observer.adapters.aws import AwsClients
 
-from .servers import PrefectServer, free_port
+from .servers import PrefectServer, free_port, wait_http
 
 REGION = "us-east-1"
 
 
-def _atomic_dynamodb_items() -> None:
-    """Give moto's DynamoDB the per-item atomicity the real one has.
-
-    moto checks a condition and applies an update without a lock, so two threads of its server
-    can both create the same new item (one write is lost) or both pass a version condition.
-    DynamoDB serialises the writes of an item; one lock over moto's item operations does too
-    (coarser, but the tests' tables are small). The observer's conditional writes are what the
-    tests check; without this they would check moto's race instead.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "get_item", "update_item", "delete_item", "transact_write_items"):
-        original = getattr(DynamoDBBackend, name)
-        if getattr(original, "_atomic", False):
-            continue
-
-        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        atomic._atomic = True  # type: ignore[attr-defined]
-        setattr(DynamoDBBackend, name, atomic)
-
-
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    """moto in server mode (aioboto3 cannot use moto's in-process mock), found through the standard variables."""
-    _atomic_dynamodb_items()
+    """moto in server mode (aioboto3 cannot use moto's in-process mock), in a process of its own (see
+    tests/moto_server.py), found through the standard variables."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("moto_server.py")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/moto-api/", server)
     with pytest.MonkeyPatch.context() as env:
         for name, value in {
             "AWS_ENDPOINT_URL_SQS": url,
@@ -67,7 +45,8 @@ def moto_url() -> Iterator[str]:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY"):
             env.delenv(name, raising=False)
         yield url
-    server.stop()
+    server.terminate()
+    server.wait(timeout=30)
 
 
 @pytest.fixture

@@ -16,7 +16,22 @@ import httpx
 
 from ecs_observer.app.demo.sandbox import free_port
 
-__all__ = ["PrefectServer", "free_port"]
+__all__ = ["PrefectServer", "free_port", "wait_http"]
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until `url` answers, while `process` (the server behind it) runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 class PrefectServer:
