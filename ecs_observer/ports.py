@@ -145,7 +145,13 @@ class TaskStateStore(Protocol):
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
         """Keep `link` unless a link with its event id, or its version, is kept already; answer the kept
         one, so that a redelivered change, on any replica, gets the `follows` it was forwarded with, and
-        the same change under another id is seen to be a duplicate."""
+        the same change under another id is seen to be a duplicate. A `pending` link holds the change's
+        place (its successors can follow it) until `settle` decides its `follows`."""
+        ...
+
+    async def settle(self, task_arn: str, link: Link, expires: datetime) -> Link:
+        """Decide the `follows` of a change recorded as pending: the first to settle it wins, on any
+        replica; answer the kept link (recorded as `link` if it is not there at all)."""
         ...
 
     async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:

@@ -8,6 +8,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,9 @@ from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import lifecycle
 from ecs_observer.core.chain import Link, add_link, awaits_predecessor, choose_follows, kept_link
+from ecs_observer.core.task_record import TaskRecord
 from ecs_observer.pipeline.sequencer import Sequencer
+from ecs_observer.pipeline.watch import StateWatch
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
@@ -126,13 +129,15 @@ async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
     sequencer = Sequencer(MemoryTaskState(100), reorder_window=2.0)
     late = asyncio.create_task(sequencer.follows(life[2]))
     await asyncio.sleep(0.1)
+    assert not late.done()
     middle = asyncio.create_task(sequencer.follows(life[1]))
     await asyncio.sleep(0.1)
-    assert not late.done()
+    # The middle one waits for the first, but is there to be followed at once: waits do not chain.
+    assert late.done()
+    assert late.result() == life[1].event_id
     assert not middle.done()
     assert await sequencer.follows(life[0]) is None
     assert await middle == life[0].event_id
-    assert await late == life[1].event_id
 
 
 async def test_predecessor_seen_means_no_wait() -> None:
@@ -197,3 +202,61 @@ async def test_the_same_change_under_another_id_is_a_duplicate_of_the_first() ->
     again = dataclasses.replace(life[1], event_id=uuid.uuid4())
     kept = await sequencer.sequence(again)
     assert (kept.event_id, kept.follows) == (life[1].event_id, life[0].event_id)
+
+
+def shared_store(poll_interval: float) -> MemoryTaskState:
+    """A store that replicas see each other's writes in only by reading it, as the state table."""
+    store = MemoryTaskState(100)
+    store.poll_interval = poll_interval
+    return store
+
+
+async def test_replicas_chain_a_reversed_backlog_without_waits_chaining() -> None:
+    """Versions 8..2 arrive first, spread over two replicas; version 1 arrives a second later.
+
+    Each change is there to be followed as soon as it arrives (pending), so 8..3 find their
+    predecessors at once and only 2 waits, for 1. Were a change there only once decided, 8 would wait
+    for 7 to be decided, 7 for 6, ...: seven hops between replicas, a look (0.25 s) each, after 1's
+    arrival, and the window would run out before the end of the chain.
+    """
+    store = shared_store(poll_interval=0.25)
+    a, b = Sequencer(store, reorder_window=2.0), Sequencer(store, reorder_window=2.0)
+    life = changes()
+    waiting = [asyncio.create_task((a if n % 2 else b).follows(c)) for n, c in enumerate(life) if n > 0]
+    await asyncio.sleep(1.0)
+    assert [w.done() for w in waiting] == [False] + [True] * 6
+    assert await a.follows(life[0]) is None
+    assert await asyncio.gather(*waiting) == [c.event_id for c in life[:-1]]
+
+
+class _ReadThenPause(MemoryTaskState):
+    """Reads as the store does, then holds the answer back until released: a slow round trip."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.poll_interval = 0.01
+        self.release = asyncio.Event()
+        self.reads = 0
+
+    async def load(self, task_arns: Collection[str]) -> Mapping[str, TaskRecord]:
+        found = await super().load(task_arns)
+        self.reads += 1
+        await self.release.wait()
+        return found
+
+
+async def test_a_watch_answers_with_a_read_made_after_the_question() -> None:
+    store = _ReadThenPause()
+    watch = StateWatch(store)
+    life = changes(count=2)
+    early = asyncio.create_task(watch.next(ARN))
+    while not store.reads:  # the first read is under way
+        await asyncio.sleep(0.01)
+    await store.record(ARN, Link(life[0].event_id, 1, life[0].occurred, None), T0 + timedelta(days=1))
+    late = asyncio.create_task(watch.next(ARN))  # asked after the write: must see it
+    store.release.set()
+    assert await early is None
+    record = await late
+    assert record is not None
+    assert [entry.event_id for entry in record.links] == [life[0].event_id]
+    await watch.close()

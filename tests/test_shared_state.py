@@ -128,6 +128,30 @@ async def test_the_same_version_under_another_id_is_refused_on_every_replica(rep
     assert (await b.record(task_arn, link_of(older), expires)).event_id == older.event_id
 
 
+async def test_a_pending_change_is_settled_once_on_any_replica(replicas: list[DynamoTaskState]) -> None:
+    a, b, c = replicas
+    task_arn = f"{ARN}{uuid.uuid4().hex}"
+    change = changes(task_arn)[2]
+    expires = expires_after(change.last_status, change.occurred)
+    pending = Link(change.event_id, change.version, change.occurred, None, pending=True)
+    assert await a.record(task_arn, pending, expires) == pending
+    # Its successor sees it at once, pending, on another replica.
+    (seen,) = (await b.load([task_arn]))[task_arn].links
+    assert seen == pending
+    # Settled concurrently by three holders (a redelivery on each replica): one answer wins everywhere.
+    answers = await asyncio.gather(
+        *(store.settle(task_arn, link_of(change, uuid.uuid4()), expires) for store in (a, b, c))
+    )
+    assert len(set(answers)) == 1
+    assert not answers[0].pending
+    assert answers[0].follows is not None
+    assert (await c.settle(task_arn, link_of(change, None), expires)) == answers[0]
+    assert (await c.record(task_arn, pending, expires)) == answers[0]
+    # A change never recorded is recorded by its settling.
+    other = changes(task_arn)[4]
+    assert await b.settle(task_arn, link_of(other), expires) == link_of(other)
+
+
 async def test_links_read_back_as_written(replicas: list[DynamoTaskState]) -> None:
     a, b, _ = replicas
     task_arn = f"{ARN}{uuid.uuid4().hex}"

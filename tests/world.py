@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -180,17 +180,13 @@ async def make_table(aws: AwsClients, *, ttl: bool = True) -> str:
     return name
 
 
-# Long enough for a predecessor in another replica's hands to be recorded (see docs/deploy.md).
-REPLICA = replace(FAST, reorder_window=5.0, describe_claim=5.0)
-
-
 @asynccontextmanager
 async def replicas(
     count: int,
     queue_url: str,
     table: str,
     api_url: str,
-    config: ObserverConfig = REPLICA,
+    config: ObserverConfig = FAST,
     endpoint_url: str | None = None,
     flow_runs: bool = False,
 ) -> AsyncIterator[list[Observer]]:

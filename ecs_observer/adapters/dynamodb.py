@@ -5,8 +5,9 @@ One item per task ARN (the partition key `task_arn`):
   (false: ECS no longer knew the task), written once, by the claimant;
 - `claimed_until`: while a replica describes the task, the others wait for it;
 - one attribute `c_<event id>` per recorded state change (`v` version, `t`
-  occurred in epoch milliseconds, `f` the event it follows), each written only
-  if absent, so concurrent writers never drop each other's changes and a
+  occurred in epoch milliseconds, `f` the event it follows, `p` while that is
+  still pending), each written only if absent (and settled only while `p` is
+  there), so concurrent writers never drop each other's changes and a
   redelivered change keeps its first `follows`;
 - one attribute `v_<version>` per recorded version, holding its event's id, so
   that the same change under another id is recognised as a duplicate;
@@ -163,6 +164,17 @@ class DynamoTaskState:
             raise RuntimeError(f"DynamoDB refused change {link.event_id} of {task_arn} as recorded, but it is not")
         return kept
 
+    async def settle(self, task_arn: str, link: Link, expires: datetime) -> Link:
+        names = {"#link": _LINK_PREFIX + link.event_id.hex, "#pending": "p"}
+        if await self._update(
+            task_arn, "SET #link = :link", "attribute_exists(#link.#pending)", {":link": _link_value(link)}, names
+        ):
+            return link
+        # Settled first by a redelivery of the change (here or on another replica), or never recorded.
+        kept_record = (await self.load([task_arn])).get(task_arn)
+        kept = kept_link(kept_record.links, link.event_id, link.version) if kept_record is not None else None
+        return kept if kept is not None else await self.record(task_arn, link, expires)
+
     async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
         now = time.time()  # leases compare wall clocks across replicas, as describe claims do
         names = {"#owner": _ONCE_PREFIX + what}
@@ -250,6 +262,7 @@ def _link_value(link: Link) -> dict[str, Any]:
             "v": {"N": str(link.version)} if link.version is not None else {"NULL": True},
             "t": {"N": str(round(link.occurred.timestamp() * 1000))},
             "f": {"S": link.follows.hex} if link.follows is not None else {"NULL": True},
+            **({"p": {"BOOL": True}} if link.pending else {}),
         }
     }
 
@@ -277,6 +290,7 @@ def _link(name: str, value: Mapping[str, Any]) -> Link:
         version=int(value["v"]["N"]) if "N" in value["v"] else None,
         occurred=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value["t"]["N"])),
         follows=UUID(hex=value["f"]["S"]) if "S" in value["f"] else None,
+        pending="p" in value,
     )
 
 

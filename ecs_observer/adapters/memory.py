@@ -45,6 +45,14 @@ class MemoryTaskState:
         self._tasks[task_arn] = replace(current, links=add_link(current.links, link))
         return link
 
+    async def settle(self, task_arn: str, link: Link, expires: datetime) -> Link:
+        current = self._tasks.get(task_arn, EMPTY)
+        kept = kept_link(current.links, link.event_id, link.version)
+        if kept is not None and not (kept.pending and kept.event_id == link.event_id):
+            return kept
+        self._tasks[task_arn] = replace(current, links=add_link(current.links, link))
+        return link
+
     async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
         current = self._tasks.get(task_arn, EMPTY)
         held = next((claim for claim in current.claims if claim[0] == what), None)

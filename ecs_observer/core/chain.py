@@ -16,12 +16,14 @@ MAX_LINKS_PER_TASK = 32
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A state change already forwarded (or decided), as later ones need to see it."""
+    """A state change as later ones need to see it: decided (its `follows` is final), or `pending`: received
+    and waiting for its own predecessor, yet already there for its successors to follow."""
 
     event_id: UUID
     version: int | None
     occurred: datetime
     follows: UUID | None
+    pending: bool = False
 
     def order(self) -> tuple[int, datetime]:
         # ECS numbers a task's changes by `version`; events of eras without it go by time.

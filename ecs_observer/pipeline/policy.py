@@ -74,7 +74,9 @@ class Policy:
         if not isinstance(change, TaskStateChange):
             return change
         tags = await self._tags.tags_for(change, record)
-        # Checked before sequencing: the sequencer's memory holds Prefect's tasks only.
+        # Checked before sequencing: the sequencer's memory holds Prefect's tasks only. A task known to be
+        # Prefect's has its tags at once (from the cache, or the state loaded with the batch), so its change
+        # takes its place in the task's chain on receipt, where a successor on another replica finds it.
         run_id = flow_run_id(change, tags.tags)
         if run_id is None:
             return unowned(change, tags)

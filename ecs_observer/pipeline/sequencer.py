@@ -5,6 +5,12 @@ another replica's hands. A change whose version N-1 has not been recorded waits
 up to the reorder window for it (woken by this replica's records, polling the
 store for other replicas'), so that an out-of-order arrival gets the same
 `follows` as an in-order one; a change whose predecessor is known goes at once.
+
+A waiting change is recorded first as pending: N-1 is there for N to follow as
+soon as N-1 is received (and its task known to be Prefect's), however long N-1
+itself then waits for N-2. Otherwise waits would chain, each version waiting for
+the one before to be decided, and a window meant for one hand-over between
+replicas would have to cover them all.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from ..core.chain import Link, awaits_predecessor, choose_follows, kept_link
@@ -26,13 +33,26 @@ __all__ = ["Sequencer"]
 _LOCAL_WAIT = 0.25
 
 
+@dataclass
+class _Task:
+    """This replica's changes of one task in flight: `changed` is set when one of them is recorded."""
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    users: int = 0
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
 class Sequencer:
     def __init__(self, store: TaskStateStore, reorder_window: float, watch: StateWatch | None = None) -> None:
         self._store = store
         self._watch = watch or StateWatch(store)
         self._window = reorder_window
-        # One condition per task with events in flight; removed when its last user leaves.
-        self._tasks: dict[str, tuple[asyncio.Condition, list[int]]] = {}
+        # Per task with changes in flight; removed when its last one is decided. No lock: the store
+        # decides between concurrent writers, and a change waiting holds nothing up.
+        self._tasks: dict[str, _Task] = {}
 
     async def follows(self, change: TaskStateChange, history: Sequence[Link] | None = None) -> UUID | None:
         """Decide and record the `follows` of this change; identical for a redelivered one."""
@@ -44,39 +64,54 @@ class Sequencer:
 
         `history` is the task's links as loaded with the change's receive batch (None: load it now).
         """
-        condition, users = self._tasks.setdefault(change.task_arn, (asyncio.Condition(), [0]))
-        users[0] += 1
+        task = self._tasks.setdefault(change.task_arn, _Task())
+        task.users += 1
         try:
-            async with condition:
-                return await self._decide(condition, change, history)
+            return await self._decide(task, change, history)
         finally:
-            users[0] -= 1
-            if users[0] == 0:
+            task.users -= 1
+            if task.users == 0:
                 del self._tasks[change.task_arn]
 
-    async def _decide(
-        self, condition: asyncio.Condition, change: TaskStateChange, history: Sequence[Link] | None
-    ) -> Link:
+    async def _decide(self, task: _Task, change: TaskStateChange, history: Sequence[Link] | None) -> Link:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
         fresh = history is None
+        changed = task.changed  # taken before each load: a change recorded after it ends the next wait
         if history is None:
             history = await self._history(change.task_arn)
+        expires = expires_after(change.last_status, change.occurred)
+        placed = False  # recorded as pending: its successors, on any replica, can follow it while it waits
         while True:
-            if (seen := kept_link(history, change.event_id, change.version)) is not None:
-                return seen
+            seen = kept_link(history, change.event_id, change.version)
+            if seen is not None and (seen.event_id != change.event_id or not seen.pending):
+                return seen  # decided before (a redelivery), or the same change under another id
+            placed = placed or seen is not None
             remaining = deadline - loop.time()
             if not awaits_predecessor(history, change.version) or (remaining <= 0 and fresh):
                 break
+            if not placed:
+                kept = await self._store.record(change.task_arn, self._link(change, None, pending=True), expires)
+                task.notify()
+                if kept.event_id != change.event_id or not kept.pending:
+                    return kept
+                placed = True
             if fresh:  # a history loaded before the wait began may lack what was recorded since
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(condition.wait(), min(remaining, _LOCAL_WAIT))
+                    await asyncio.wait_for(changed.wait(), min(remaining, _LOCAL_WAIT))
+            changed = task.changed
             history, fresh = await self._history(change.task_arn), True
-        follows = choose_follows(history, change.event_id, change.version, change.occurred)
-        link = Link(change.event_id, change.version, change.occurred, follows)
-        kept = await self._store.record(change.task_arn, link, expires_after(change.last_status, change.occurred))
-        condition.notify_all()
+        link = self._link(change, choose_follows(history, change.event_id, change.version, change.occurred))
+        if placed:
+            kept = await self._store.settle(change.task_arn, link, expires)
+        else:
+            kept = await self._store.record(change.task_arn, link, expires)
+        task.notify()
         return kept
+
+    @staticmethod
+    def _link(change: TaskStateChange, follows: UUID | None, *, pending: bool = False) -> Link:
+        return Link(change.event_id, change.version, change.occurred, follows, pending)
 
     async def _history(self, task_arn: str) -> Sequence[Link]:
         record = await self._watch.next(task_arn)

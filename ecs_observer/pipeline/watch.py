@@ -34,10 +34,16 @@ class StateWatch:
     async def _poll(self) -> None:
         while self._waiting:
             await asyncio.sleep(self._store.poll_interval)
-            arns = list(self._waiting)[: self._max]
-            found = await self._store.load(arns)
-            for arn in arns:
-                future = self._waiting.pop(arn)
+            # Taken out before the read: whoever asks while it is under way waits for the next one,
+            # which starts after the question, so that nobody is answered with what was read before it.
+            batch = {arn: self._waiting.pop(arn) for arn in list(self._waiting)[: self._max]}
+            try:
+                found = await self._store.load(batch)
+            except BaseException:
+                for future in batch.values():
+                    future.cancel()
+                raise
+            for arn, future in batch.items():
                 if not future.done():
                     future.set_result(found.get(arn))
 
