@@ -126,18 +126,21 @@ async def test_shuffled_lifecycle_gets_same_follows_as_in_order() -> None:
 
 async def test_reversed_arrival_spaced_in_time_gets_same_follows() -> None:
     life = changes(count=3)
-    sequencer = Sequencer(MemoryTaskState(100), reorder_window=2.0)
+    store = MemoryTaskState(100)
+    sequencer = Sequencer(store, reorder_window=2.0)
     late = asyncio.create_task(sequencer.follows(life[2]))
     await asyncio.sleep(0.1)
     assert not late.done()
     middle = asyncio.create_task(sequencer.follows(life[1]))
     await asyncio.sleep(0.1)
-    # The middle one waits for the first, but is there to be followed at once: waits do not chain.
-    assert late.done()
-    assert late.result() == life[1].event_id
+    # The middle one waits for the first, but is there to be followed at once: the last one is decided
+    # (waits do not chain), and handed on after the middle one (the task's changes act in version order).
+    assert await settled(store, life[2]) == life[1].event_id
+    assert not late.done()
     assert not middle.done()
     assert await sequencer.follows(life[0]) is None
     assert await middle == life[0].event_id
+    assert await late == life[1].event_id
 
 
 async def test_predecessor_seen_means_no_wait() -> None:
@@ -204,6 +207,14 @@ async def test_the_same_change_under_another_id_is_a_duplicate_of_the_first() ->
     assert (kept.event_id, kept.follows) == (life[1].event_id, life[0].event_id)
 
 
+async def settled(store: MemoryTaskState, change: TaskStateChange) -> uuid.UUID | str | None:
+    """What the store holds as the change's `follows` ("pending": not decided yet)."""
+    record = (await store.load([change.task_arn]))[change.task_arn]
+    kept = kept_link(record.links, change.event_id, change.version)
+    assert kept is not None
+    return "pending" if kept.pending else kept.follows
+
+
 def shared_store(poll_interval: float) -> MemoryTaskState:
     """A store that replicas see each other's writes in only by reading it, as the state table."""
     store = MemoryTaskState(100)
@@ -214,8 +225,8 @@ def shared_store(poll_interval: float) -> MemoryTaskState:
 async def test_replicas_chain_a_reversed_backlog_without_waits_chaining() -> None:
     """Versions 8..2 arrive first, spread over two replicas; version 1 arrives a second later.
 
-    Each change is there to be followed as soon as it arrives (pending), so 8..3 find their
-    predecessors at once and only 2 waits, for 1. Were a change there only once decided, 8 would wait
+    Each change is there to be followed as soon as it arrives (pending), so 8..3 are decided at once
+    and only 2 waits, for 1. Were a change there only once decided, 8 would wait
     for 7 to be decided, 7 for 6, ...: seven hops between replicas, a look (0.25 s) each, after 1's
     arrival, and the window would run out before the end of the chain.
     """
@@ -224,7 +235,7 @@ async def test_replicas_chain_a_reversed_backlog_without_waits_chaining() -> Non
     life = changes()
     waiting = [asyncio.create_task((a if n % 2 else b).follows(c)) for n, c in enumerate(life) if n > 0]
     await asyncio.sleep(1.0)
-    assert [w.done() for w in waiting] == [False] + [True] * 6
+    assert [await settled(store, c) for c in life[1:]] == ["pending"] + [c.event_id for c in life[1:-1]]
     assert await a.follows(life[0]) is None
     assert await asyncio.gather(*waiting) == [c.event_id for c in life[:-1]]
 
@@ -260,3 +271,29 @@ async def test_a_watch_answers_with_a_read_made_after_the_question() -> None:
     assert record is not None
     assert [entry.event_id for entry in record.links] == [life[0].event_id]
     await watch.close()
+
+
+def test_version_order_wins_over_time_order() -> None:
+    one, two = link(1, T0 + timedelta(seconds=20)), link(2, T0 + timedelta(seconds=10))  # clocks disagree
+    assert choose_follows((one, two), uuid.uuid4(), 3, T0 + timedelta(seconds=30)) == two.event_id
+    # Two changes at the same instant go by version.
+    first, second = link(1, T0), link(2, T0)
+    assert choose_follows((second, first), uuid.uuid4(), 3, T0) == second.event_id
+
+
+def test_changes_without_a_version_come_before_any_with_one() -> None:
+    old_era = link(None, T0 + timedelta(seconds=50))  # later in time, but says nothing of its place
+    one = link(1, T0)
+    assert choose_follows((old_era, one), uuid.uuid4(), 2, T0 + timedelta(seconds=60)) == one.event_id
+    zero = link(0, T0)
+    assert choose_follows((old_era, zero), uuid.uuid4(), 1, T0 + timedelta(seconds=60)) == zero.event_id
+
+
+def test_the_same_change_under_another_id_is_never_its_predecessor() -> None:
+    one, twin = link(1, T0), link(2, T0 + timedelta(seconds=10))
+    assert choose_follows((one, twin), uuid.uuid4(), 2, twin.occurred) == one.event_id
+
+
+def test_a_change_without_a_version_is_found_by_its_id() -> None:
+    old_era = link(None, T0)
+    assert kept_link((old_era,), old_era.event_id, None) == old_era

@@ -35,14 +35,20 @@ _LOCAL_WAIT = 0.25
 
 @dataclass
 class _Task:
-    """This replica's changes of one task in flight: `changed` is set when one of them is recorded."""
+    """This replica's changes of one task in flight: `changed` is set when one of them is recorded;
+    `returned` holds, per version in flight, when its `sequence` returns."""
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    users: int = 0
+    returned: dict[int, list[asyncio.Future[None]]] = field(default_factory=dict)
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def earlier(self, version: int | None) -> list[asyncio.Future[None]]:
+        if version is None:
+            return []
+        return [f for v, futures in self.returned.items() if v < version for f in futures if not f.done()]
 
 
 class Sequencer:
@@ -50,7 +56,7 @@ class Sequencer:
         self._store = store
         self._watch = watch or StateWatch(store)
         self._window = reorder_window
-        # Per task with changes in flight; removed when its last one is decided. No lock: the store
+        # Per task with changes in flight; removed when its last one returns. No lock: the store
         # decides between concurrent writers, and a change waiting holds nothing up.
         self._tasks: dict[str, _Task] = {}
 
@@ -65,12 +71,22 @@ class Sequencer:
         `history` is the task's links as loaded with the change's receive batch (None: load it now).
         """
         task = self._tasks.setdefault(change.task_arn, _Task())
-        task.users += 1
+        version = change.version if change.version is not None else -1
+        returned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task.returned.setdefault(version, []).append(returned)
         try:
-            return await self._decide(task, change, history)
+            kept = await self._decide(task, change, history)
+            # A change follows a pending predecessor at once, but its decision is handed on only after the
+            # predecessor's, here: what the pipeline then does with the task's changes goes in version order.
+            if earlier := task.earlier(change.version):
+                await asyncio.wait(earlier)
+            return kept
         finally:
-            task.users -= 1
-            if task.users == 0:
+            returned.set_result(None)
+            task.returned[version].remove(returned)
+            if not task.returned[version]:
+                del task.returned[version]
+            if not task.returned:
                 del self._tasks[change.task_arn]
 
     async def _decide(self, task: _Task, change: TaskStateChange, history: Sequence[Link] | None) -> Link:
