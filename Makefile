@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: demo test lint lint-infra typecheck pytest bench clean
+.PHONY: demo test lint lint-infra typecheck pytest bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,23 @@ pytest: $(STAMP)
 
 test: lint lint-infra typecheck pytest
 
+# Mutation testing of the pure core against its pure tests ([tool.mutmut] in pyproject.toml); about 3 minutes.
+# Not part of `make test`: it prints a score to read (docs/reliability.md), not a pass or a fail.
+define MUTATION_SCORE
+import collections, sys
+outcomes = collections.Counter(line.rsplit(": ", 1)[1].strip() for line in sys.stdin if ": " in line)
+print(", ".join(f"{n} {kind}" for kind, n in outcomes.most_common()))
+print(f"mutation score: {outcomes['killed']} of {sum(outcomes.values())} killed = {outcomes['killed'] / max(1, sum(outcomes.values())):.1%}")
+print("survivors: .venv/bin/mutmut results; one of them: .venv/bin/mutmut show <name>")
+endef
+export MUTATION_SCORE
+
+mutation: $(STAMP)
+	$(BIN)/pip install -q mutmut==3.8.1
+	rm -rf mutants
+	$(BIN)/mutmut run > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
+	$(BIN)/mutmut results --all true | $(BIN)/python -c "$$MUTATION_SCORE"
+
 # The four benchmarks; each prints its figures and the command that reproduces them (docs/performance.md).
 bench: $(STAMP)
 	$(BIN)/python bench/cpu_per_message.py
@@ -51,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/steady_stream.py
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache mutants mutants.log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -9,8 +10,8 @@ from types import MappingProxyType
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.app.demo.samples import state_change
-from ecs_observer.core.decision import Ack, Forward, Release, settle, triage, unowned
-from ecs_observer.core.ecs_event import Ignored, Rejected
+from ecs_observer.core.decision import Ack, Forward, Release, batch_order, duplicate, settle, triage, unowned
+from ecs_observer.core.ecs_event import Decoded, Ignored, Rejected
 from ecs_observer.core.task_record import GONE, NO_TAGS, TaskTags
 from ecs_observer.core.translate import build_event
 
@@ -43,3 +44,24 @@ def test_prefects_answer_settles_a_forward() -> None:
     assert settle(forward, None) == Ack("forwarded")
     refused = settle(forward, "HTTP 422: no resource")
     assert refused == Release(f"the Prefect API refused event {forward.event.id}: HTTP 422: no resource", True)
+
+
+def test_a_duplicate_is_acknowledged_naming_the_event_that_has_its_version() -> None:
+    kept = uuid.UUID("3317b2af-7005-947d-b652-f55e762e571a")
+    assert duplicate(change(), kept) == Ack("deduplicated", f"version 4 of task {ARN} is event {kept} already")
+
+
+def test_ecs_failing_to_describe_leaves_the_message_with_ecs_s_reason() -> None:
+    failing = TaskTags(MappingProxyType({}), described=False, failure="ACCESS_DENIED")
+    assert unowned(change(), failing) == Release(f"ECS cannot describe task {ARN}: ACCESS_DENIED")
+
+
+def test_a_receive_batch_goes_task_by_task_in_version_order() -> None:
+    one = change()
+    other = dataclasses.replace(one, task_arn=ARN + "0", version=None)
+    rejected = Rejected("broken")
+    batch: list[Decoded] = [one, other, rejected]
+    assert sorted(batch, key=batch_order) == [rejected, one, other]
+    assert batch_order(one) == (ARN, 4)
+    assert batch_order(other) == (ARN + "0", 0)
+    assert batch_order(rejected) == ("", 0)

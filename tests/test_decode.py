@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -223,3 +225,110 @@ def test_broken_detail_fields_are_rejected(field: str, value: object, where: str
 
 def test_new_statuses_are_accepted() -> None:
     assert decoded(event(lastStatus="HIBERNATING")).status == "hibernating"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": "not-a-uuid"}, "id: value error, not a uuid"),
+        # The first problem, and how many more there are.
+        ({"id": 5, "time": "x", "detail": {"lastStatus": 3}}, "id: value error, not a uuid (+2 more)"),
+        ({"id": 5, "time": "x"}, "id: value error, not a uuid (+1 more)"),
+        ({"time": "yesterday"}, "time: input should be a valid datetime or date, input is too short"),
+        ({"source": 5}, "not an EventBridge event: 'source' and 'detail-type' must be strings"),
+    ],
+)
+def test_rejections_name_the_first_problem_in_words(change: dict[str, Any], reason: str) -> None:
+    body = event()
+    body.update({key: value for key, value in change.items() if key != "detail"})
+    body["detail"].update(change.get("detail", {}))
+    assert rejected(body) == reason
+
+
+def test_rejections_of_the_body_itself_say_what_it_is() -> None:
+    assert rejected("[1, 2]") == "body is JSON list, not an object"
+    assert rejected("[" * 100_000 + "]" * 100_000) == "body is nested too deeply"
+    ignored = decode(json.dumps({**event(), "source": "aws.ec2", "detail-type": "EC2 Spot Instance Interruption"}))
+    assert ignored == Ignored("aws.ec2 / EC2 Spot Instance Interruption")
+
+
+def test_bytes_are_utf8_or_nothing() -> None:
+    body = json.dumps(event(), ensure_ascii=False)
+    assert isinstance(decode(body.encode("utf-8")), TaskStateChange)
+    # json.loads would guess these from their first bytes and accept them; SQS carries UTF-8 only.
+    for encoding in ("utf-16", "utf-32"):
+        assert decode(body.encode(encoding)) == Rejected("body is not valid UTF-8"), encoding
+    # Without a byte-order mark, ASCII in UTF-16 is valid UTF-8 (with NULs), but not JSON.
+    refused = decode(body.encode("utf-16-le"))
+    assert isinstance(refused, Rejected)
+    assert refused.reason.startswith("body is not JSON: ")
+
+
+def test_the_size_limit_is_sqs_s_own() -> None:
+    body = json.dumps(event())
+    limit = 256 * 1024
+    exact = body[:-1] + " " * (limit - len(body)) + "}"
+    assert len(exact) == limit
+    assert isinstance(decode(exact), TaskStateChange)
+    assert decode(exact + " ") == Rejected(f"body of {limit + 1} bytes is larger than any EventBridge event")
+
+
+def test_long_bad_values_are_cut_in_the_reason() -> None:
+    arn = "x" * 300
+    assert rejected(event(taskArn=arn)) == f"detail.taskArn: not an ECS task ARN: {arn[:200]!r}"
+    status = "RUN NING" * 20
+    assert rejected(event(lastStatus=status)) == f"detail.lastStatus: not a status: {status[:64]!r}"
+
+
+def test_emitted_is_the_envelope_time_in_utc_milliseconds() -> None:
+    body = event(updatedAt="2020-01-23T17:57:58.918Z")
+    body["time"] = "2020-01-23T18:57:59.123456+01:00"
+    change = decoded(body)
+    assert change.emitted == datetime(2020, 1, 23, 17, 57, 59, 123000, tzinfo=UTC)
+    assert change.emitted.tzinfo is UTC
+    assert change.occurred == WHEN
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A machine whose local time is not UTC, where a naive timestamp read as local would be 9 hours off."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo")
+def test_naive_timestamps_are_utc_whatever_the_machine_s_time_zone() -> None:
+    change = decoded(event(updatedAt="2020-01-23T17:57:58.918"))
+    assert change.occurred == WHEN
+    assert change.occurred.tzinfo is UTC
+    aware = decoded(event(updatedAt="2020-01-24T02:57:58.918+09:00"))
+    assert aware.occurred == WHEN
+    assert aware.occurred.tzinfo is UTC
+
+
+def test_stop_fields_of_the_wrong_type_mean_nothing_rather_than_a_broken_message() -> None:
+    body = event(lastStatus="STOPPED", stopCode=5, stoppedReason=["no"])
+    body["detail"]["containers"] = [
+        {"name": 7, "exitCode": "137", "reason": {"x": 1}},
+        {"name": "b", "exitCode": True},
+        {"name": "c", "exitCode": "abc"},
+        {"name": "d", "exitCode": 2.5},
+        "not an object",
+    ]
+    stop = decoded(body).stop
+    assert stop is not None
+    assert (stop.stop_code, stop.stopped_reason) == (None, None)
+    assert [(c.name, c.exit_code, c.reason) for c in stop.containers] == [
+        (None, 137, None),
+        ("b", None, None),
+        ("c", None, None),
+        ("d", None, None),
+    ]
+    for containers in (5, "prefect", {"name": "prefect"}):
+        body["detail"]["containers"] = containers
+        stop = decoded(body).stop
+        assert stop is not None
+        assert stop.containers == ()

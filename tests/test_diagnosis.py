@@ -77,6 +77,18 @@ CASES = [
     ("EssentialContainerExited", EXITED, [("a", 0, None), ("b", 1, None)], ("exited", True, 1)),
     ("EssentialContainerExited", EXITED, [("a", 0, None), ("b", 0, None)], ("clean-exit", False, None)),
     ("EssentialContainerExited", EXITED, [("a", 0, None), ("b", None, None)], ("killed", True, None)),
+    # One exited with a code, another without: the code says what happened.
+    ("EssentialContainerExited", EXITED, [("a", 1, None), ("b", None, None)], ("exited", True, 1)),
+    # Older events and other launch types give the reason alone, without a stop code that says it.
+    (None, None, [(P, None, "pull image manifest has been retried 1 time(s)")], ("image-pull-failed", True, None)),
+    (None, "CannotCreateContainerError: API error (500)", [(P, None, None)], ("failed-to-start", True, None)),
+    (None, "Your Spot Task was interrupted.", [(P, 143, None)], ("spot-interruption", True, 143)),
+    (None, "Host EC2 (instance i-0a1b2c3d4e5f) terminated.", [(P, None, None)], ("host-terminated", True, None)),
+    (None, "Host EC2 (instance i-0a1b2c3d4e5f) stopped.", [(P, None, None)], ("host-terminated", True, None)),
+    # A host named without stopping or ending is no host loss; the container's exit decides.
+    (None, "Host EC2 (instance i-0a1b2c3d4e5f) is draining", [(P, 1, None)], ("exited", True, 1)),
+    # A container with an exit code and a failed stop code: exited, not killed.
+    ("TaskFailedToStart", "Timeout", [(P, 0, None)], ("failed-to-start", True, 0)),
 ]
 
 
@@ -113,6 +125,11 @@ def test_exit_code_in_the_summary_and_reasons_in_order() -> None:
     assert diagnosis.summary == "the essential container exited with code 42"
     assert diagnosis.reasons == (EXITED, "boom", "ok")
     assert diagnosis.level == "ERROR"
+
+
+def test_two_containers_of_the_configured_name_the_first_decides() -> None:
+    stop = Stop("EssentialContainerExited", EXITED, (Container(P, 0, None), Container(P, 1, None)))
+    assert (diagnose(stop).kind, diagnose(stop).failed) == ("clean-exit", False)
 
 
 def test_a_configured_container_name() -> None:

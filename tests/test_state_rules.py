@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -20,7 +20,8 @@ from ecs_observer.core.decision import (
     effects_of,
 )
 from ecs_observer.core.diagnosis import diagnose
-from ecs_observer.core.run_states import RunState, crash_logs, diagnosis_log, never_ran, propose
+from ecs_observer.core.run_states import Proposal, RunLog, RunState, crash_logs, diagnosis_log, never_ran, propose
+from ecs_observer.core.task_record import expires_after
 
 from .runs import STATE_NAMES
 
@@ -131,3 +132,87 @@ def test_logs_a_person_reads() -> None:
     assert crash_logs(RUN, "abc", []) == []
     assert never_ran(RunState("PENDING", "InfrastructurePending"))
     assert not never_ran(RunState("RUNNING", "Running"))
+
+
+def proposed(current: str, **fields: Any) -> Proposal | None:
+    """What a STOPPED change with these fields proposes for a run in state `current`."""
+    stopped = change("STOPPED", **fields)
+    assert stopped.stop is not None
+    return propose(stopped, diagnose(stopped.stop), RunState(current, STATES[current]))
+
+
+def test_the_crash_message_says_what_stopped_how_and_why_on_one_line() -> None:
+    proposal = proposed("RUNNING", exit_code=3, stopped={"stoppedReason": "Essential container\n in task   exited"})
+    assert proposal is not None
+    assert proposal.message == (
+        "ECS task 0123456789abcdef0123456789abcdef stopped: the essential container exited with code 3; "
+        "stop code EssentialContainerExited; reason: Essential container in task exited"
+    )
+    assert proposal.to_json() == {
+        "state": {"type": "CRASHED", "name": "Crashed", "message": proposal.message},
+        "force": False,
+    }
+    # No stop code or reason: neither is named.
+    bare: dict[str, Any] = {"stopped": {"stopCode": None, "stoppedReason": None, "containers": []}}
+    assert proposed("PENDING", **bare) == Proposal(
+        "CRASHED",
+        "Crashed",
+        "ECS task 0123456789abcdef0123456789abcdef stopped: the container was killed without an exit code",
+    )
+    # An exit code the summary does not name is named apart.
+    crashed = proposed("RUNNING", exit_code=137, stopped={"stopCode": None})
+    assert crashed is not None
+    assert crashed.message == (
+        "ECS task 0123456789abcdef0123456789abcdef stopped: the container ran out of memory and was killed; "
+        "exit code 137; reason: Essential container in task exited"
+    )
+    assert proposed("CANCELLING", **bare) == Proposal(
+        "CANCELLED", "Cancelled", "ECS task 0123456789abcdef0123456789abcdef stopped (no stop code) while cancelling"
+    )
+    # A STOPPED change without a diagnosis (the observer always makes one) proposes nothing.
+    assert propose(change("STOPPED", exit_code=3), None, RunState("RUNNING", "Running")) is None
+
+
+def test_crash_logs_are_the_runs_in_order_after_their_heading() -> None:
+    first, second = datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)
+    posted = crash_logs(RUN, "abc", [(first, "one"), (second, "two")])
+    assert posted == [
+        RunLog(RUN, "INFO", "The last 2 line(s) of ECS task abc's container:", first - timedelta(milliseconds=1)),
+        RunLog(RUN, "INFO", "one", first),
+        RunLog(RUN, "INFO", "two", second),
+    ]
+
+
+def test_only_a_run_that_never_reported_running_never_ran() -> None:
+    assert [state for state in STATES if never_ran(RunState(state, STATES[state]))] == ["SCHEDULED", "PENDING"]
+
+
+def test_the_diagnosis_log_belongs_to_the_run() -> None:
+    failed = change("STOPPED", exit_code=1)
+    assert failed.stop is not None
+    entry = diagnosis_log(failed, RUN, diagnose(failed.stop))
+    assert entry.run_id == RUN
+    # The exit code is in the summary already: not said twice.
+    assert entry.message.splitlines()[0] == (
+        "ECS task 0123456789abcdef0123456789abcdef stopped: the essential container exited with code 1."
+    )
+
+
+def test_crash_logs_are_asked_for_only_when_lines_are_wanted() -> None:
+    failed = change("STOPPED", exit_code=1)
+    assert failed.stop is not None
+    diagnosis = diagnose(failed.stop)
+    assert ForwardCrashLogs(RUN, 1) in effects_of(failed, RUN, diagnosis, {}, crash_log_lines=1)
+    assert not any(isinstance(e, ForwardCrashLogs) for e in effects_of(failed, RUN, diagnosis, {}))
+    # Deregistration only for a tag that says true; a missing tag says nothing.
+    assert not any(isinstance(e, DeregisterDefinition) for e in effects_of(failed, RUN, diagnosis, {}))
+    assert effects_of(failed, RUN, diagnosis, {"prefect.io/deregister-task-definition": " TRUE "})[-1] == (
+        DeregisterDefinition(DEF)
+    )
+
+
+def test_a_stopped_tasks_state_is_kept_hours_a_running_ones_days() -> None:
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    assert expires_after("STOPPED", when) == when + timedelta(hours=6)
+    for status in FARGATE_LIFECYCLE[:-1]:
+        assert expires_after(status, when) == when + timedelta(days=7)

@@ -12,6 +12,8 @@ import pytest
 
 from ecs_observer import NotPrefects, PrefectEvent, TaskStateChange, decode, translate
 from ecs_observer.app.demo.samples import state_change
+from ecs_observer.core.diagnosis import diagnose
+from ecs_observer.core.translate import build_event
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 CLUSTER = "arn:aws:ecs:us-east-1:123456789012:cluster/prefect"
@@ -232,3 +234,77 @@ def test_untrusted_tag_values_stay_inside_documented_patterns(hostile: str) -> N
 
 def test_translation_is_deterministic() -> None:
     assert event_of(ALL_TAGS).to_json() == event_of(ALL_TAGS).to_json()
+
+
+def stopped_event(**stopped: Any) -> PrefectEvent:
+    decoded = decode(
+        json.dumps(
+            state_change(
+                ARN,
+                "STOPPED",
+                8,
+                WHEN,
+                event_id=EVENT_ID,
+                cluster_arn=CLUSTER,
+                task_definition_arn=TASK_DEF,
+                exit_code=137,
+                stopped=stopped,
+            )
+        )
+    )
+    assert isinstance(decoded, TaskStateChange)
+    assert decoded.stop is not None
+    return build_event(decoded, ALL_TAGS, UUID(RUN), None, diagnose(decoded.stop, "prefect"))
+
+
+def test_a_stopped_tasks_resource_says_how_it_stopped() -> None:
+    reason = "OutOfMemoryError: Container killed due to memory usage\x00" + "x" * 300
+    event = stopped_event(stopCode=" EssentialContainerExited ", stoppedReason=reason)
+    labels = {key: value for key, value in event.resource.items() if key not in ("prefect.resource.id",)}
+    assert labels == {
+        "ecs.taskArn": ARN,
+        "ecs.clusterArn": CLUSTER,
+        "ecs.taskDefinitionArn": TASK_DEF,
+        "ecs.diagnosis": "out-of-memory",
+        "ecs.stopCode": "EssentialContainerExited",
+        # Control characters out, cut at 255 characters.
+        "ecs.stoppedReason": ("OutOfMemoryError: Container killed due to memory usage" + "x" * 300)[:255],
+        "ecs.exitCode": "137",
+    }
+
+
+def test_a_stop_without_code_reason_or_exit_code_says_only_its_diagnosis() -> None:
+    event = stopped_event(stopCode="", stoppedReason=None, containers=[{"name": "prefect"}])
+    assert {key for key in event.resource if key.startswith("ecs.") and key not in ("ecs.taskArn",)} == {
+        "ecs.clusterArn",
+        "ecs.taskDefinitionArn",
+        "ecs.diagnosis",
+    }
+
+
+def test_only_a_stopped_change_carries_stop_labels() -> None:
+    running = change()
+    assert running.stop is None
+    decoded_stop = stopped_event().resource
+    event = build_event(running, ALL_TAGS, UUID(RUN), None, None)
+    assert "ecs.diagnosis" not in event.resource
+    assert decoded_stop["ecs.diagnosis"] == "out-of-memory"
+
+
+def test_reasons_and_warnings_are_worded_for_people() -> None:
+    refused = translate(change(), {}, None)
+    assert isinstance(refused, NotPrefects)
+    assert refused.reason == "no prefect.io/flow-run-id tag holding a UUID"
+    event = event_of({"prefect.io/flow-run-id": RUN, "prefect.io/worker-name": "!!!"})
+    assert event.warnings == (
+        "tag prefect.io/worker-name has no letters or digits; worker left out of related resources",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("plain name", "plain name"), ("  padded  ", "padded"), ("a\x00b\x1bc\u200bd", "abcd"), ("\ttab\n", "tab")],
+)
+def test_names_are_cleaned_to_what_a_person_can_read(raw: str, name: str) -> None:
+    event = event_of({"prefect.io/flow-run-id": RUN, "prefect.io/flow-run-name": raw})
+    assert related(event)["flow-run"]["prefect.resource.name"] == name
