@@ -104,8 +104,8 @@ class FlowRuns(Protocol):
 class TaskDefinitions(Protocol):
     """ECS task definitions: where a container logs, and deregistration. Raise on errors."""
 
-    async def log_source(self, arn: str, container: str | None) -> LogSource | None:
-        """The `awslogs` configuration of the container (None: the only one, or the one named `prefect`);
+    async def log_source(self, arn: str, container: str) -> LogSource | None:
+        """The `awslogs` configuration of the container of that name, else of the definition's only one;
         None when it does not log with `awslogs`."""
         ...
 

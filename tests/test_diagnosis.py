@@ -9,7 +9,7 @@ import pytest
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.app.demo.samples import state_change
-from ecs_observer.core.diagnosis import diagnose
+from ecs_observer.core.diagnosis import diagnose, log_container
 from ecs_observer.core.ecs_event import Container, Stop
 
 P = "prefect"
@@ -136,3 +136,17 @@ def test_a_configured_container_name() -> None:
     stop = Stop("EssentialContainerExited", EXITED, (Container("flow", 1, None), Container(P, 0, None)))
     assert diagnose(stop, "flow").exit_code == 1
     assert diagnose(stop).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("containers", "expected"),
+    [
+        ((Container("envoy", 0, None), Container(P, 1, None)), P),
+        ((Container("flow", 1, None),), "flow"),  # the only one, whatever its name
+        ((Container("a", 1, None), Container("b", 0, None)), P),  # none singled out: look for the named one
+        ((Container(None, 1, None),), P),
+        ((), P),
+    ],
+)
+def test_whose_logs_tell_why_the_flow_crashed(containers: tuple[Container, ...], expected: str) -> None:
+    assert log_container(containers, P) == expected

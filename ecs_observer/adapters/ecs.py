@@ -15,8 +15,6 @@ from .aws import AwsClients
 
 __all__ = ["EcsDescriber", "EcsTaskDefinitions"]
 
-DEFAULT_CONTAINER = "prefect"
-
 
 class EcsDescriber:
     def __init__(self, clients: AwsClients) -> None:
@@ -59,7 +57,7 @@ class EcsTaskDefinitions:
         self._describing: dict[str, asyncio.Task[list[Any]]] = {}  # tasks of one definition crash together
         self.described = 0
 
-    async def log_source(self, arn: str, container: str | None) -> LogSource | None:
+    async def log_source(self, arn: str, container: str) -> LogSource | None:
         definitions = self._containers.get(arn)
         if definitions is None:
             describing = self._describing.get(arn)
@@ -99,12 +97,11 @@ class EcsTaskDefinitions:
                 raise
 
 
-def _container(definitions: list[Any], name: str | None) -> Any:
-    """The named container; else the one named `prefect`; else the only one."""
-    for wanted in (name, DEFAULT_CONTAINER):
-        found = next((d for d in definitions if wanted and d.get("name") == wanted), None)
-        if found is not None:
-            return found
+def _container(definitions: list[Any], name: str) -> Any:
+    """The named container; else the only one."""
+    found = next((d for d in definitions if d.get("name") == name), None)
+    if found is not None:
+        return found
     return definitions[0] if len(definitions) == 1 else None
 
 

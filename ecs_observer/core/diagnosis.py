@@ -15,7 +15,7 @@ from typing import Literal
 
 from .ecs_event import Container, Stop
 
-__all__ = ["Diagnosis", "diagnose", "orchestration_containers"]
+__all__ = ["Diagnosis", "diagnose", "log_container", "orchestration_containers"]
 
 # ECS's stop codes (DescribeTasks / the STOPPED event's `stopCode`).
 FAILED_TO_START = "TaskFailedToStart"
@@ -101,6 +101,13 @@ def orchestration_containers(containers: tuple[Container, ...], name: str) -> tu
     if named:
         return named[:1]
     return containers
+
+
+def log_container(containers: tuple[Container, ...], name: str) -> str:
+    """Whose logs tell why the flow crashed: the orchestration container when the stop singles one out
+    (by `name`, or as the only one), else the one of that name in the task definition."""
+    chosen = orchestration_containers(containers, name)
+    return chosen[0].name if len(chosen) == 1 and chosen[0].name else name
 
 
 def diagnose(stop: Stop, container_name: str = "prefect") -> Diagnosis:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from cachetools import LRUCache
 
 from ..core.decision import DeregisterDefinition, Forward, ForwardCrashLogs, KeepRunTrue, WriteDiagnosis
+from ..core.diagnosis import log_container
 from ..core.ecs_event import TaskStateChange
 from ..core.run_states import (
     INFRASTRUCTURE_PENDING,
@@ -34,6 +37,8 @@ from ..support.stats import Stats
 from .config import ObserverConfig
 
 __all__ = ["Effects"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("ecs_observer")
 
@@ -175,25 +180,19 @@ class Effects:
 
     async def _write_diagnosis(self, forward: Forward, effect: WriteDiagnosis) -> None:
         change = forward.change
-        expires = expires_after(change.last_status, change.occurred)
-        if not await self._claim(change, "diagnosis", expires):
-            return
-        await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis)])
-        await self._store.done(change.task_arn, "diagnosis", expires)
-        self._stats.run_logs += 1
+
+        async def write() -> None:
+            await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis)])
+            self._stats.run_logs += 1
+
+        await self._once(change, "diagnosis", write)
 
     async def _crash_logs(self, forward: Forward, effect: ForwardCrashLogs) -> None:
         change = forward.change
-        if self._definitions is None or self._container_logs is None or not change.task_definition_arn:
-            return
-        expires = expires_after(change.last_status, change.occurred)
-        if not await self._claim(change, "crash-logs", expires):
-            return
         definitions, container_logs, arn = self._definitions, self._container_logs, change.task_definition_arn
-        stop = change.stop
-        named = [c.name for c in stop.containers if c.name == self._container_name] if stop is not None else []
-        only = [c.name for c in stop.containers] if stop is not None and len(stop.containers) == 1 else []
-        container = (named or only or [None])[0]
+        if definitions is None or container_logs is None or not arn:
+            return
+        container = log_container(change.stop.containers if change.stop is not None else (), self._container_name)
 
         async def fetch() -> list[tuple[datetime, str]] | None:
             source = await definitions.log_source(arn, container)
@@ -205,45 +204,50 @@ class Effects:
                 log.debug("no log stream %s in %s for task %s", source.stream(change.task_id), source.group, arn)
             return lines
 
-        what = f"fetching the crash logs of task {change.task_arn}"
-        try:
-            lines = await self._backoff.call("crash_logs", fetch, limit=_AWS_ATTEMPTS, what=what)
-        except Exception as exc:
-            log.warning("%s failed %d times; giving up: %s", what, _AWS_ATTEMPTS, exc)
-            lines = None
-        if lines:
-            await self._runs.log(crash_logs(effect.run_id, change.task_id, lines))
-            self._stats.run_logs += 1
-        await self._store.done(change.task_arn, "crash-logs", expires)
+        async def post() -> None:
+            lines = await self._aws("crash_logs", fetch, f"fetching the crash logs of task {change.task_arn}")
+            if lines:
+                await self._runs.log(crash_logs(effect.run_id, change.task_id, lines))
+                self._stats.run_logs += 1
+
+        await self._once(change, "crash-logs", post)
 
     async def _deregister(self, forward: Forward, effect: DeregisterDefinition) -> None:
-        change = forward.change
-        if self._definitions is None:
+        change, definitions = forward.change, self._definitions
+        if definitions is None:
             return
-        expires = expires_after(change.last_status, change.occurred)
-        if not await self._claim(change, "deregister", expires):
-            return
-        definitions = self._definitions
-        what = f"DeregisterTaskDefinition {effect.arn}"
+
+        async def call() -> bool:
+            await definitions.deregister(effect.arn)
+            return True
+
+        async def deregister() -> None:
+            if await self._aws("deregister", call, f"DeregisterTaskDefinition {effect.arn}"):
+                self._stats.deregistered += 1
+                log.info("task definition %s deregistered (task %s stopped)", effect.arn, change.task_id)
+
+        await self._once(change, "deregister", deregister)
+
+    async def _aws(self, cause: str, call: Callable[[], Awaitable[T]], what: str) -> T | None:
+        """A best-effort AWS call: tried a few times, then given up with a warning (None)."""
         try:
-            await self._backoff.call(
-                "deregister", lambda: definitions.deregister(effect.arn), limit=_AWS_ATTEMPTS, what=what
-            )
+            return await self._backoff.call(cause, call, limit=_AWS_ATTEMPTS, what=what)
         except Exception as exc:
             log.warning("%s failed %d times; giving up: %s", what, _AWS_ATTEMPTS, exc)
-        else:
-            self._stats.deregistered += 1
-            log.info("task definition %s deregistered (task %s stopped)", effect.arn, change.task_id)
-        await self._store.done(change.task_arn, "deregister", expires)
+            return None
 
-    async def _claim(self, change: TaskStateChange, what: str, expires: datetime) -> bool:
-        """True to do `what` for the task now; False when it is done. While another handler holds it
+    async def _once(self, change: TaskStateChange, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        """Do `what` for the task once across duplicates and replicas. While another handler holds it
         (the same change on another replica, or its duplicate), wait: if that one dies, its claim lapses."""
+        expires = expires_after(change.last_status, change.occurred)
         while True:
             claim = await self._store.once(change.task_arn, what, change.event_id, expires, _LEASE)
             if claim != "busy":
-                return claim == "mine"
+                break
             await asyncio.sleep(_CLAIM_POLL)
+        if claim == "mine":
+            await action()
+            await self._store.done(change.task_arn, what, expires)
 
     async def close(self) -> None:
         for task in list(self._tails.values()):

@@ -36,10 +36,10 @@ _LOCAL_WAIT = 0.25
 @dataclass
 class _Task:
     """This replica's changes of one task in flight: `changed` is set when one of them is recorded;
-    `returned` holds, per version in flight, when its `sequence` returns."""
+    `returned`, per change (by version, -1 without one), when its `sequence` returns."""
 
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    returned: dict[int, list[asyncio.Future[None]]] = field(default_factory=dict)
+    returned: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
     def notify(self) -> None:
         self.changed.set()
@@ -48,7 +48,7 @@ class _Task:
     def earlier(self, version: int | None) -> list[asyncio.Future[None]]:
         if version is None:
             return []
-        return [f for v, futures in self.returned.items() if v < version for f in futures if not f.done()]
+        return [future for v, future in self.returned if v < version and not future.done()]
 
 
 class Sequencer:
@@ -71,9 +71,8 @@ class Sequencer:
         `history` is the task's links as loaded with the change's receive batch (None: load it now).
         """
         task = self._tasks.setdefault(change.task_arn, _Task())
-        version = change.version if change.version is not None else -1
-        returned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task.returned.setdefault(version, []).append(returned)
+        returned = (change.version if change.version is not None else -1, asyncio.get_running_loop().create_future())
+        task.returned.append(returned)
         try:
             kept = await self._decide(task, change, history)
             # A change follows a pending predecessor at once, but its decision is handed on only after the
@@ -82,10 +81,8 @@ class Sequencer:
                 await asyncio.wait(earlier)
             return kept
         finally:
-            returned.set_result(None)
-            task.returned[version].remove(returned)
-            if not task.returned[version]:
-                del task.returned[version]
+            returned[1].set_result(None)
+            task.returned.remove(returned)
             if not task.returned:
                 del self._tasks[change.task_arn]
 
