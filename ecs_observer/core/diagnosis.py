@@ -104,10 +104,10 @@ def orchestration_containers(containers: tuple[Container, ...], name: str) -> tu
 
 
 def log_container(containers: tuple[Container, ...], name: str) -> str:
-    """Whose logs tell why the flow crashed: the orchestration container when the stop singles one out
-    (by `name`, or as the only one), else the one of that name in the task definition."""
-    chosen = orchestration_containers(containers, name)
-    return chosen[0].name if len(chosen) == 1 and chosen[0].name else name
+    """Whose logs tell why the flow crashed: as `orchestration_containers` picks, the stop's only container
+    whatever its name, else the one named `name` (looked up in the task definition)."""
+    only = containers[0].name if len(containers) == 1 else None
+    return only or name
 
 
 def diagnose(stop: Stop, container_name: str = "prefect") -> Diagnosis:
