@@ -6,8 +6,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
-
 from .servers import PrefectServer
 
 STATE_NAMES = {
@@ -25,36 +23,31 @@ STATE_NAMES = {
 
 def make_flow_run(prefect: PrefectServer, state_type: str) -> str:
     """A flow run created in `state_type` (as a worker would have left it), its id."""
-    flow = httpx.post(f"{prefect.api_url}/flows/", json={"name": "ecs-observer-tests"}, timeout=10)
-    flow.raise_for_status()
+    flow = prefect.call("POST", "/flows/", json={"name": "ecs-observer-tests"})
     body = {
         "flow_id": flow.json()["id"],
         "name": f"run-{uuid.uuid4().hex[:8]}",
         "state": {"type": state_type, "name": STATE_NAMES[state_type]},
     }
-    run = httpx.post(f"{prefect.api_url}/flow_runs/", json=body, timeout=10)
-    run.raise_for_status()
+    run = prefect.call("POST", "/flow_runs/", json=body)
     return str(run.json()["id"])
 
 
 def history(prefect: PrefectServer, run_id: str) -> list[tuple[str, str]]:
     """The run's states, oldest first, as (type, name)."""
-    answer = httpx.get(f"{prefect.api_url}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10)
-    answer.raise_for_status()
+    answer = prefect.call("GET", "/flow_run_states/", params={"flow_run_id": run_id})
     states = sorted(answer.json(), key=lambda state: state["timestamp"])
     return [(state["type"], state["name"]) for state in states]
 
 
 def state_message(prefect: PrefectServer, run_id: str) -> str:
-    answer = httpx.get(f"{prefect.api_url}/flow_runs/{run_id}", timeout=10)
-    answer.raise_for_status()
+    answer = prefect.call("GET", f"/flow_runs/{run_id}")
     return str(answer.json()["state"]["message"] or "")
 
 
 def logs(prefect: PrefectServer, run_id: str) -> list[dict[str, Any]]:
     body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"}
-    answer = httpx.post(f"{prefect.api_url}/logs/filter", json=body, timeout=10)
-    answer.raise_for_status()
+    answer = prefect.call("POST", "/logs/filter", json=body)
     return list(answer.json())
 
 

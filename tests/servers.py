@@ -98,6 +98,18 @@ class PrefectServer:
                     return
             time.sleep(0.1)
 
+    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One API request, repeated while the server answers 503: Prefect's answer when SQLite is busy,
+        which its own client retries too. Paths are relative to the API; full URLs (next pages) are kept."""
+        full = url if url.startswith("http") else f"{self.api_url}{url}"
+        deadline = time.monotonic() + 30
+        while True:
+            answer = httpx.request(method, full, timeout=10, auth=self._auth, **kwargs)
+            if answer.status_code != 503 or time.monotonic() > deadline:
+                answer.raise_for_status()
+                return answer
+            time.sleep(0.2)
+
     def events(self, resource_ids: list[str]) -> list[dict[str, Any]]:
         """Every stored event of these resources, all pages."""
         now = datetime.now(UTC)
@@ -112,14 +124,10 @@ class PrefectServer:
             },
             "limit": 50,
         }
-        page = httpx.post(f"{self.api_url}/events/filter", json=body, timeout=10, auth=self._auth)
-        page.raise_for_status()
-        answer = page.json()
+        answer = self.call("POST", "/events/filter", json=body).json()
         events: list[dict[str, Any]] = answer["events"]
         while answer.get("next_page"):
-            page = httpx.get(answer["next_page"], timeout=10, auth=self._auth)
-            page.raise_for_status()
-            answer = page.json()
+            answer = self.call("GET", answer["next_page"]).json()
             events += answer["events"]
         return events
 
