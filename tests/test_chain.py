@@ -240,6 +240,51 @@ async def test_replicas_chain_a_reversed_backlog_without_waits_chaining() -> Non
     assert await asyncio.gather(*waiting) == [c.event_id for c in life[:-1]]
 
 
+class _SlowWrites(MemoryTaskState):
+    """A shared store whose writes take `latency` to land, as DynamoDB's do under load."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__(100)
+        self.poll_interval = 0.05
+        self.latency = latency
+
+    async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
+        await asyncio.sleep(self.latency)
+        return await super().record(task_arn, link, expires)
+
+
+async def test_the_window_counts_from_the_waiting_changes_record_not_the_stores_latency() -> None:
+    """Version 2 arrives at 0 on one replica, version 1 at 0.4 on another; each write takes 0.6 s.
+
+    2 is in the store at 0.6 and 1 at 1.0: 0.4 s apart, as they arrived, within the 0.8-s window. Counted
+    from arrival, 2's window would end at 0.8, before 1 lands, and the store's latency would have eaten it.
+    """
+    store = _SlowWrites(latency=0.6)
+    a, b = Sequencer(store, reorder_window=0.8), Sequencer(store, reorder_window=0.8)
+    first, second = changes(count=2)
+    waiting = asyncio.create_task(a.follows(second))
+    await asyncio.sleep(0.4)
+    assert await b.follows(first) is None
+    assert await waiting == first.event_id
+
+
+async def test_another_change_of_the_task_recorded_meanwhile_starts_the_window_again() -> None:
+    """3 waits for 2 (window 0.6 s); 4 is recorded at 0.4 on another replica, 2 arrives there at 0.8.
+
+    The task's changes were still being handed on at 0.4, so 3 waits until 1.0 and finds 2.
+    """
+    store = shared_store(poll_interval=0.05)
+    a, b = Sequencer(store, reorder_window=0.6), Sequencer(store, reorder_window=0.6)
+    _, second, third, fourth = changes(count=4)
+    waiting = asyncio.create_task(a.follows(third))
+    await asyncio.sleep(0.4)
+    assert await b.follows(fourth) == third.event_id  # 3 is there, pending: 4 follows it at once
+    await asyncio.sleep(0.4)
+    late = asyncio.create_task(b.follows(second))
+    assert await waiting == second.event_id
+    assert await late is None  # 1 never comes
+
+
 class _ReadThenPause(MemoryTaskState):
     """Reads as the store does, then holds the answer back until released: a slow round trip."""
 

@@ -11,6 +11,13 @@ soon as N-1 is received (and its task known to be Prefect's), however long N-1
 itself then waits for N-2. Otherwise waits would chain, each version waiting for
 the one before to be decided, and a window meant for one hand-over between
 replicas would have to cover them all.
+
+The window is a quiet period: it counts from that record, and starts again
+whenever another change of the task is recorded meanwhile, by any replica. A
+task's changes are then still being handed on, and its predecessor is likely
+among them, delayed by its replica's tag lookup or a slow store; a predecessor
+that never comes costs one window after the task's last change. A task has a
+handful of changes, so the wait stays bounded.
 """
 
 from __future__ import annotations
@@ -94,14 +101,14 @@ class Sequencer:
         if history is None:
             history = await self._history(change.task_arn)
         expires = expires_after(change.last_status, change.occurred)
+        heard = {link.event_id for link in history} | {change.event_id}  # the task's changes seen recorded
         placed = False  # recorded as pending: its successors, on any replica, can follow it while it waits
         while True:
             seen = kept_link(history, change.event_id, change.version)
             if seen is not None and (seen.event_id != change.event_id or not seen.pending):
                 return seen  # decided before (a redelivery), or the same change under another id
             placed = placed or seen is not None
-            remaining = deadline - loop.time()
-            if not awaits_predecessor(history, change.version) or (remaining <= 0 and fresh):
+            if not awaits_predecessor(history, change.version) or (deadline <= loop.time() and fresh):
                 break
             if not placed:
                 kept = await self._store.record(change.task_arn, self._link(change, None, pending=True), expires)
@@ -109,11 +116,19 @@ class Sequencer:
                 if kept.event_id != change.event_id or not kept.pending:
                     return kept
                 placed = True
+                # Counted from here, where the predecessor's replica finds it too: the predecessor's own
+                # write takes as long, so the window is left for the replicas' skew, not the store's latency.
+                deadline = loop.time() + self._window
             if fresh:  # a history loaded before the wait began may lack what was recorded since
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, _LOCAL_WAIT))
+                    await asyncio.wait_for(changed.wait(), min(deadline - loop.time(), _LOCAL_WAIT))
             changed = task.changed
             history, fresh = await self._history(change.task_arn), True
+            if news := {link.event_id for link in history} - heard:
+                # The task's changes are still being recorded, here or by another replica: its
+                # predecessor is likely among those in flight, so the window starts again.
+                heard |= news
+                deadline = max(deadline, loop.time() + self._window)
         link = self._link(change, choose_follows(history, change.event_id, change.version, change.occurred))
         if placed:
             kept = await self._store.settle(change.task_arn, link, expires)
