@@ -28,25 +28,27 @@ def moto_url() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/moto-api/", server)
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in {
-            "AWS_ENDPOINT_URL_SQS": url,
-            "AWS_ENDPOINT_URL_ECS": url,
-            "AWS_ENDPOINT_URL_CLOUDFORMATION": url,
-            "AWS_ENDPOINT_URL_EVENTBRIDGE": url,
-            "AWS_ENDPOINT_URL_DYNAMODB": url,
-            "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-        }.items():
-            env.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY"):
-            env.delenv(name, raising=False)
-        yield url
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        wait_http(f"{url}/moto-api/", server)
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in {
+                "AWS_ENDPOINT_URL_SQS": url,
+                "AWS_ENDPOINT_URL_ECS": url,
+                "AWS_ENDPOINT_URL_CLOUDFORMATION": url,
+                "AWS_ENDPOINT_URL_EVENTBRIDGE": url,
+                "AWS_ENDPOINT_URL_DYNAMODB": url,
+                "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+            }.items():
+                env.setenv(name, value)
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "PREFECT_API_URL", "PREFECT_API_KEY"):
+                env.delenv(name, raising=False)
+            yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,18 +21,22 @@ from ecs_observer.app.demo.sandbox import free_port
 __all__ = ["PrefectServer", "free_port", "wait_http"]
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Until `url` answers, while `process` (the server behind it) runs."""
+def wait_http(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 60.0,
+    ready: Callable[[httpx.Response], bool] = lambda _: True,
+) -> None:
+    """Until `url` answers (as `ready` wants), while `process` (the server behind it) runs; the caller
+    stops the process if this raises."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server for {url} exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
+        with contextlib.suppress(httpx.TransportError):
+            if ready(httpx.get(url, timeout=2)):
+                return
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
@@ -67,18 +73,12 @@ class PrefectServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"Prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("Prefect server did not start in time")
+        try:
+            wait_http(f"{self.api_url}/health", self._process, timeout, ready=lambda answer: answer.status_code == 200)
+        except RuntimeError as exc:
+            if self._process.poll() is None:
+                self.stop()
+            raise RuntimeError(f"Prefect server: {exc}: {(self.home / 'server.log').read_text()[-2000:]}") from None
 
     def stop(self) -> None:
         if self._process is None:

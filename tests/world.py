@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -205,3 +206,14 @@ async def replicas(
             runs = PrefectFlowRuns(client) if flow_runs else None
             observers.append(Observer(queue, EcsDescriber(clients), store, PrefectApiSink(client), config, stats, runs))
         yield observers
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> bool:
+    """Poll an async predicate until it holds or time runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.3)
+    return False

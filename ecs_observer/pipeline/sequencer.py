@@ -101,7 +101,7 @@ class Sequencer:
         if history is None:
             history = await self._history(change.task_arn)
         expires = expires_after(change.last_status, change.occurred)
-        heard = {link.event_id for link in history} | {change.event_id}  # the task's changes seen recorded
+        heard = {link.event_id for link in history}  # the task's changes seen recorded, its own pending one too
         placed = False  # recorded as pending: its successors, on any replica, can follow it while it waits
         while True:
             seen = kept_link(history, change.event_id, change.version)
@@ -116,17 +116,15 @@ class Sequencer:
                 if kept.event_id != change.event_id or not kept.pending:
                     return kept
                 placed = True
-                # Counted from here, where the predecessor's replica finds it too: the predecessor's own
-                # write takes as long, so the window is left for the replicas' skew, not the store's latency.
-                deadline = loop.time() + self._window
             if fresh:  # a history loaded before the wait began may lack what was recorded since
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(deadline - loop.time(), _LOCAL_WAIT))
             changed = task.changed
             history, fresh = await self._history(change.task_arn), True
             if news := {link.event_id for link in history} - heard:
-                # The task's changes are still being recorded, here or by another replica: its
-                # predecessor is likely among those in flight, so the window starts again.
+                # Its own pending record (where the predecessor's replica finds it: that write takes as long,
+                # so a slow store does not eat the window), or the task's other changes still being recorded,
+                # here or by another replica, with its predecessor likely among them: the window starts again.
                 heard |= news
                 deadline = max(deadline, loop.time() + self._window)
         link = self._link(change, choose_follows(history, change.event_id, change.version, change.occurred))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ecs_observer.adapters.aws import AwsClients
 
-from ..world import REGION, depth, make_queue, send, start_tasks
+from ..world import REGION, depth, make_queue, send, start_tasks, until
 from .proxy import Fault, FaultProxy
 
 EXE = str(Path(sys.executable).with_name("ecs-observer"))
@@ -36,10 +36,12 @@ async def dead_letters(aws: AwsClients, queue_url: str, bodies: list[str], dlq_u
     sqs = await aws.sqs(REGION)
     for _ in range(6):
         await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
-    for _ in range(100):
-        if dlq_url is None or (await depth(aws, dlq_url))[0] >= len(bodies):
-            return
-        await asyncio.sleep(0.1)
+    if dlq_url is not None:
+
+        async def all_there() -> bool:
+            return (await depth(aws, dlq_url))[0] >= len(bodies)
+
+        await until(all_there, within=10)
 
 
 async def test_show_lists_each_dead_letter_with_the_reason_and_leaves_it(aws: AwsClients) -> None:

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.app.demo.samples import state_change
 
 from ..servers import PrefectServer
-from ..world import depth, make_queue, observer, send
+from ..world import depth, make_queue, observer, send, until
 from .proxy import FaultProxy, hang
 from .scenario import delivered, scenario
 
@@ -41,17 +41,6 @@ async def start_observer(queue_url: str, api_url: str, log: Path, **settings: st
     env |= {f"ECS_OBSERVER_{k.upper()}": v for k, v in settings.items()}
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(EXE, "run", env=env, stdout=out, stderr=asyncio.subprocess.STDOUT)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> bool:
-    """Poll an async predicate until it holds or time runs out."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.3)
-    return False
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import pytest
 from ecs_observer.adapters.aws import AwsClients
 
 from ..servers import PrefectServer
-from ..world import assert_chains, depth, make_queue, make_table, replicas, send, start_tasks
+from ..world import assert_chains, depth, make_queue, make_table, replicas, send, start_tasks, until
 from .proxy import FaultProxy, aws_error, reset
 from .scenario import delivered, run_until, scenario
-from .test_process_faults import start_observer, until
+from .test_process_faults import start_observer
 
 
 async def test_three_replicas_forward_exactly_the_events_one_observer_does(
