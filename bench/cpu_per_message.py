@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ecs_observer.adapters.memory import MemoryTaskState
-from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
+from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, described, state_change
 from ecs_observer.core.ecs_event import TaskStateChange, decode
+from ecs_observer.core.task_view import TaskView
 from ecs_observer.core.translate import PrefectEvent, translate
 from ecs_observer.pipeline.sequencer import Sequencer
 from ecs_observer.pipeline.tags import TagLookup
@@ -39,8 +40,8 @@ class InMemoryEcs:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | None]:
-        return {arn: self.tags.get(arn) for arn in task_arns}
+    ) -> Mapping[str, TaskView | None]:
+        return {arn: described(arn, tags) if (tags := self.tags.get(arn)) is not None else None for arn in task_arns}
 
 
 def padded(body: dict[str, Any], size: int) -> str:

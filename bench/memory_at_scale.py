@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.app.demo.samples import described
 from ecs_observer.core.ecs_event import TaskStateChange
+from ecs_observer.core.task_view import TaskView
 from ecs_observer.core.translate import translate
 from ecs_observer.pipeline.sequencer import Sequencer
 from ecs_observer.pipeline.tags import TagLookup
@@ -34,12 +36,13 @@ class InMemoryEcs:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | None]:
+    ) -> Mapping[str, TaskView | None]:
         return {
-            arn: (
+            arn: described(
+                arn,
                 {"prefect.io/flow-run-id": str(uuid.uuid4()), "prefect.io/flow-run-name": "run"}
                 if int(arn[-1], 16) % 2 == 0
-                else {"team": "other"}
+                else {"team": "other"},
             )
             for arn in task_arns
         }

@@ -7,7 +7,7 @@ plugs one into the other. A test or a benchmark plugs in its own.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -15,7 +15,9 @@ from uuid import UUID
 
 from .core.chain import Link
 from .core.run_states import LogSource, Proposal, RunLog, RunState
+from .core.sweep import RunToReconcile
 from .core.task_record import TaskRecord, TaskTags
+from .core.task_view import DescribeFailure, TaskView
 
 __all__ = [
     "Claim",
@@ -29,6 +31,8 @@ __all__ = [
     "TaskDefinitions",
     "TaskDescriber",
     "TaskStateStore",
+    "TaskStopper",
+    "TaskView",
 ]
 
 
@@ -50,24 +54,24 @@ class MessageQueue(Protocol):
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class DescribeFailure:
-    """ECS answered a failure other than MISSING for one task (ACCESS_DENIED for another account's, ...)."""
-
-    reason: str
-
-
 class TaskDescriber(Protocol):
     """ECS `DescribeTasks(include=["TAGS"])` for up to 100 tasks of one cluster.
 
-    Answers per task ARN: all its tags, None for a task ECS does not know (MISSING: gone, or not yet
-    visible right after RunTask), or ECS's failure for it; raises on an error of the whole call,
-    which the caller retries.
+    Answers per task ARN: what ECS shows of it (status, stop, containers, version, all its tags), None
+    for a task ECS does not know (MISSING: gone, or not yet visible right after RunTask), or ECS's
+    failure for it; raises on an error of the whole call, which the caller retries.
     """
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]: ...
+    ) -> Mapping[str, TaskView | DescribeFailure | None]: ...
+
+
+class TaskStopper(Protocol):
+    async def stop(self, region: str, cluster: str, task_arn: str, reason: str) -> None:
+        """ECS `StopTask` with this reason (ECS keeps it as the task's `stoppedReason`); a task that has
+        stopped already counts as done. Raises on errors."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,17 @@ class FlowRuns(Protocol):
         ...
 
     async def log(self, logs: Sequence[RunLog]) -> None: ...
+
+    def to_reconcile(
+        self, final_since: datetime | None, final_types: Collection[str]
+    ) -> AsyncIterator[list[RunToReconcile]]:
+        """The runs a sweep holds against their tasks, a page at a time: every run Pending, Running or
+        Cancelling, and those of `final_types` (CANCELLED, COMPLETED, ...) that became so after `final_since`."""
+        ...
+
+    async def reschedules(self, run_id: UUID) -> int:
+        """How many AwaitingRetry states of ours (`run_states.RESCHEDULE_MARK`) the run's history holds."""
+        ...
 
 
 class TaskDefinitions(Protocol):
@@ -163,4 +178,9 @@ class TaskStateStore(Protocol):
 
     async def done(self, task_arn: str, what: str, expires: datetime) -> None:
         """`what` is done for the task: `once` answers "done" from now on, to every change."""
+        ...
+
+    async def lease(self, name: str, owner: UUID, seconds: float) -> bool:
+        """Whether `owner` holds the lease `name` (the sweep's) for the next `seconds`: taken when free or
+        lapsed, renewed by its holder. One process alone always holds it."""
         ...

@@ -13,12 +13,12 @@ from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.ecs import EcsDescriber
 from ecs_observer.adapters.memory import MemoryTaskState
-from ecs_observer.app.demo.samples import state_change
+from ecs_observer.app.demo.samples import described, state_change
 from ecs_observer.core.decision import Release, unowned
 from ecs_observer.core.task_record import GONE, NO_TAGS
 from ecs_observer.core.translate import flow_run_id
 from ecs_observer.pipeline.tags import MISSING_GRACE, MISSING_TRIES, TagLookup
-from ecs_observer.ports import DescribeFailure
+from ecs_observer.ports import DescribeFailure, TaskView
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
 
@@ -35,7 +35,7 @@ class Throttled:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+    ) -> Mapping[str, TaskView | DescribeFailure | None]:
         self.batches.append(len(task_arns))
         if self.failures:
             self.failures -= 1
@@ -137,10 +137,10 @@ class Answers:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+    ) -> Mapping[str, TaskView | DescribeFailure | None]:
         self.calls += 1
         answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-        return dict.fromkeys(task_arns, answer)
+        return {arn: described(arn, answer) if isinstance(answer, Mapping) else answer for arn in task_arns}
 
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"

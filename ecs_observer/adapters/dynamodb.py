@@ -14,6 +14,8 @@ One item per task ARN (the partition key `task_arn`):
 - one attribute `o_<what>` per thing done once per task (the diagnosis log,
   crash logs, deregistration): the change doing it and until when its claim
   holds, taken only if absent or lapsed, then marked done;
+- the sweep's lease is an item of its own (`task_arn` = `lease#<name>`): its
+  holder and until when (`h`, `u`), taken only when free, lapsed or already its own;
 - `version`, the highest `detail.version` recorded, and `expires`, the TTL
   attribute: both move only forward (conditional on `version`), so an older
   change arriving late never shortens or extends the life of a stopped task.
@@ -53,6 +55,7 @@ MAX_KEYS_PER_READ = 100
 _LINK_PREFIX = "c_"
 _ONCE_PREFIX = "o_"
 _VERSION_PREFIX = "v_"
+_LEASE_PREFIX = "lease#"
 _NAMES = {"#tags": "tags", "#described": "described", "#claim": "claimed_until", "#version": "version"}
 
 
@@ -202,6 +205,21 @@ class DynamoTaskState:
             None,
             {":done": {"M": {"o": {"S": DONE.hex}, "u": {"N": "0"}}}, ":expires": _epoch(expires)},
             {"#owner": _ONCE_PREFIX + what},
+        )
+
+    async def lease(self, name: str, owner: UUID, seconds: float) -> bool:
+        now = time.time()
+        return await self._update(
+            f"{_LEASE_PREFIX}{name}",
+            "SET #holder = :owner, #until = :until, #expires = :expires",
+            "attribute_not_exists(#holder) OR #holder = :owner OR #until < :now",
+            {
+                ":owner": {"S": owner.hex},
+                ":until": {"N": f"{now + seconds:.3f}"},
+                ":now": {"N": f"{now:.3f}"},
+                ":expires": _epoch(datetime.fromtimestamp(now, UTC) + timedelta(seconds=seconds) + timedelta(days=1)),
+            },
+            {"#holder": "h", "#until": "u"},
         )
 
     async def _update(

@@ -1,4 +1,5 @@
-"""ECS: `DescribeTasks` with tags (`ports.TaskDescriber`), and task definitions (`ports.TaskDefinitions`)."""
+"""ECS: `DescribeTasks` with tags (`ports.TaskDescriber`), `StopTask` (`ports.TaskStopper`), and task
+definitions (`ports.TaskDefinitions`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from botocore.exceptions import ClientError
 from cachetools import LRUCache
 
 from ..core.run_states import LogSource
-from ..ports import DescribeFailure
+from ..core.task_view import DescribeFailure, TaskView, view_of
 from .aws import AwsClients
 
-__all__ = ["EcsDescriber", "EcsTaskDefinitions"]
+__all__ = ["EcsDescriber", "EcsStopper", "EcsTaskDefinitions"]
+_MAX_REASON = 255
 
 
 class EcsDescriber:
@@ -22,17 +24,17 @@ class EcsDescriber:
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
-    ) -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+    ) -> Mapping[str, TaskView | DescribeFailure | None]:
         client = await self._clients.ecs(region)
         if cluster is None:
             answer = await client.describe_tasks(tasks=list(task_arns), include=["TAGS"])
         else:
             answer = await client.describe_tasks(cluster=cluster, tasks=list(task_arns), include=["TAGS"])
-        found: dict[str, Mapping[str, str] | DescribeFailure | None] = dict.fromkeys(task_arns)
+        found: dict[str, TaskView | DescribeFailure | None] = dict.fromkeys(task_arns)
         for task in answer.get("tasks", []):
-            arn = task.get("taskArn")
-            if arn in found:
-                found[arn] = {tag["key"]: tag.get("value", "") for tag in task.get("tags", []) if "key" in tag}
+            view = view_of(task)
+            if view is not None and view.task_arn in found:
+                found[view.task_arn] = view
         unknown = []
         for failure in answer.get("failures", []):
             reason = str(failure.get("reason", ""))
@@ -46,6 +48,16 @@ class EcsDescriber:
         if unknown:
             raise RuntimeError(f"DescribeTasks failures: {unknown[:3]}")  # of the call: retried
         return found
+
+
+class EcsStopper:
+    def __init__(self, clients: AwsClients) -> None:
+        self._clients = clients
+
+    async def stop(self, region: str, cluster: str, task_arn: str, reason: str) -> None:
+        client = await self._clients.ecs(region)
+        # A task that has stopped already is answered as it is: StopTask is idempotent in ECS.
+        await client.stop_task(cluster=cluster, task=task_arn, reason=reason[:_MAX_REASON])
 
 
 class EcsTaskDefinitions:

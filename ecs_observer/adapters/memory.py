@@ -70,5 +70,8 @@ class MemoryTaskState:
         others = tuple(claim for claim in current.claims if claim[0] != what)
         self._tasks[task_arn] = replace(current, claims=(*others, (what, DONE, 0.0)))
 
+    async def lease(self, name: str, owner: UUID, seconds: float) -> bool:
+        return True  # one process: nobody else sweeps
+
     def __len__(self) -> int:
         return len(self._tasks)

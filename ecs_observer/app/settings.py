@@ -128,6 +128,52 @@ class Settings(BaseSettings):
         le=10_000,
         description="last lines of a crashed container (CloudWatch Logs) posted to a run that never ran; 0: off",
     )
+    sweep_interval: float = Field(
+        default=_D.sweep_interval,
+        ge=0,
+        le=86_400,
+        description="seconds between sweeps that hold Prefect's active runs against their tasks (the first at "
+        "start); 0 turns the sweep off",
+    )
+    sweep_grace: float = Field(
+        default=_D.sweep_grace,
+        ge=0,
+        le=86_400,
+        description="seconds what a sweep saw must hold before it acts on it (the event path's chance)",
+    )
+    stop_cancelled: bool = Field(
+        default=_D.stop_cancelled,
+        description="StopTask for a run that is Cancelling (or was cancelled) while its task still runs",
+    )
+    stop_orphans: bool = Field(
+        default=_D.stop_orphans,
+        description="StopTask for a task still running after its run became final (the run is not changed)",
+    )
+    start_timeout: float = Field(
+        default=_D.start_timeout,
+        ge=0,
+        le=86_400,
+        description="StopTask for a task PROVISIONING or PENDING this long, then rescheduled as a transient start "
+        "failure; 0 turns it off",
+    )
+    start_retry_delay: float = Field(
+        default=_D.start_retry_delay,
+        ge=0,
+        le=86_400,
+        description="seconds after a transient start failure that the rescheduled run may start again",
+    )
+    start_retries: int = Field(
+        default=_D.start_retries,
+        ge=0,
+        le=100,
+        description="times per flow run a transient start failure is rescheduled (AwaitingRetry) before Crashed; "
+        "0 turns rescheduling off",
+    )
+    reschedule_interrupted: bool = Field(
+        default=_D.reschedule_interrupted,
+        description="also reschedule runs stopped by a Spot interruption or host termination after they started "
+        "(the flow ran partly: for idempotent flows only)",
+    )
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
     health_port: int = Field(
         default=DEFAULT_HEALTH_PORT, ge=0, le=65535, description="port of /healthz and /metrics; 0 turns them off"

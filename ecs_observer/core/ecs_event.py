@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -129,6 +129,8 @@ class _Detail(BaseModel):
     stop_code: _LenientStr = Field(default=None, alias="stopCode")
     stopped_reason: _LenientStr = Field(default=None, alias="stoppedReason")
     containers: Annotated[list[_Container], BeforeValidator(_objects)] = Field(default_factory=list)
+    # Only whether the task ran (reached RUNNING) is read from it: any value but none means it did.
+    started_at: object = Field(default=None, alias="startedAt")
 
 
 class _Envelope(BaseModel):
@@ -147,16 +149,19 @@ class Container:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """How a task stopped, as its STOPPED event tells."""
+    """How a task stopped, as its STOPPED event (or DescribeTasks) tells. `started`: the task reached
+    RUNNING (ECS gave it a `startedAt`); a task that never did can be started again safely."""
 
     stop_code: str | None
     stopped_reason: str | None
     containers: tuple[Container, ...]
+    started: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class TaskStateChange:
-    """One ECS task state change, as much of it as the observer needs."""
+    """One observation of an ECS task's state, as much of it as the observer needs: a state change from
+    EventBridge (`source` "event"), or what a sweep's DescribeTasks answered when no event came ("sweep")."""
 
     event_id: UUID
     task_arn: str
@@ -171,6 +176,7 @@ class TaskStateChange:
     flow_run_id_override: UUID | None
     emitted: datetime  # the envelope's `time`: when EventBridge emitted the event
     stop: Stop | None = None  # for STOPPED only
+    source: Literal["event", "sweep"] = "event"
 
     @property
     def status(self) -> str:
@@ -255,7 +261,7 @@ def _to_change(envelope: _Envelope) -> Decoded:
 
 def _stop(detail: _Detail) -> Stop:
     containers = tuple(Container(c.name, c.exit_code, c.reason) for c in detail.containers)
-    return Stop(detail.stop_code, detail.stopped_reason, containers)
+    return Stop(detail.stop_code, detail.stopped_reason, containers, started=detail.started_at not in (None, ""))
 
 
 def _flow_run_id_override(overrides: _Overrides | None) -> UUID | None:

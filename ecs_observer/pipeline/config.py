@@ -27,6 +27,14 @@ class ObserverConfig:
     flow_run_states: bool = True  # keep flow runs true to their tasks (needs a FlowRuns port)
     container_name: str = "prefect"  # the orchestration container, as the Prefect ECS worker names it
     crash_log_lines: int = 100  # last lines of a crashed container posted to a run that never ran; 0: off
+    sweep_interval: float = 60.0  # seconds between sweeps (the first one at start); 0: no sweep
+    sweep_grace: float = 300.0  # what a sweep saw must have held this long before it acts on it
+    stop_cancelled: bool = True  # StopTask for a run that is Cancelling (or Cancelled) while its task runs
+    stop_orphans: bool = False  # StopTask for a task still running after its run became final
+    start_timeout: float = 0.0  # StopTask for a task PROVISIONING or PENDING this long (a transient failure); 0: off
+    start_retry_delay: float = 30.0  # a transient start failure is rescheduled this much later
+    start_retries: int = 2  # reschedules per flow run; then Crashed
+    reschedule_interrupted: bool = False  # also reschedule runs a Spot interruption or host termination stopped
     summary_interval: float = 60.0
     sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
     backoff: Backoff = field(default_factory=Backoff)

@@ -33,13 +33,13 @@ from cachetools import LRUCache
 
 from ..core.ecs_event import TaskStateChange
 from ..core.task_record import GONE, NO_TAGS, TaskRecord, TaskTags, expires_after
-from ..ports import DescribeFailure, TaskDescriber, TaskStateStore
+from ..ports import DescribeFailure, TaskDescriber, TaskStateStore, TaskView
 from ..support.backoff import Backoff, Retrying
 from ..support.stats import Stats
 from .config import ObserverConfig
 from .watch import StateWatch
 
-__all__ = ["MAX_TASKS_PER_CALL", "TagLookup"]
+__all__ = ["MAX_TASKS_PER_CALL", "TagLookup", "prefect_tags"]
 
 log = logging.getLogger("ecs_observer.tags")
 MAX_TASKS_PER_CALL = 100
@@ -111,6 +111,10 @@ class TagLookup:
 
     def cached(self, task_arn: str) -> TaskTags | None:
         return self._cache.get(task_arn)
+
+    def learn(self, task_arn: str, tags: Mapping[str, str]) -> None:
+        """Tags a sweep's DescribeTasks answered: the task's change then needs no lookup of its own."""
+        self._cache[task_arn] = prefect_tags(tags)
 
     async def tags_for(self, change: TaskStateChange, record: TaskRecord | None = None) -> TaskTags:
         """The task's tags: from this replica's cache, from `record` (the shared state loaded with
@@ -217,7 +221,7 @@ class TagLookup:
         region, cluster = key
         arns = list(futures)
 
-        async def describe() -> Mapping[str, Mapping[str, str] | DescribeFailure | None]:
+        async def describe() -> Mapping[str, TaskView | DescribeFailure | None]:
             self._stats.describe_calls += 1
             self._stats.described_tasks += len(arns)
             return await self._describer.describe(region, cluster, arns)
@@ -252,7 +256,7 @@ class TagLookup:
             if not futures[arn].done():
                 futures[arn].set_result(result)
 
-    def _result(self, change: TaskStateChange, answer: Mapping[str, str] | DescribeFailure | None) -> TaskTags | None:
+    def _result(self, change: TaskStateChange, answer: TaskView | DescribeFailure | None) -> TaskTags | None:
         """The task's tags from ECS's answer, or None to ask again later."""
         if answer is None:
             young = datetime.now(UTC) - change.occurred < MISSING_GRACE
@@ -264,13 +268,13 @@ class TagLookup:
             if time.monotonic() - since < self._failure_limit:
                 return None
             return TaskTags(MappingProxyType({}), described=False, failure=answer.reason)
-        return _prefect_tags(answer)
+        return prefect_tags(answer.tags)
 
     def _ask_later(
         self,
         change: TaskStateChange,
         future: asyncio.Future[TaskTags],
-        answer: Mapping[str, str] | DescribeFailure | None,
+        answer: TaskView | DescribeFailure | None,
     ) -> None:
         retries = self._retries.setdefault(change.task_arn, _Retries())
         retries.attempts += 1
@@ -309,7 +313,7 @@ class TagLookup:
         await asyncio.gather(*self._calls, return_exceptions=True)
 
 
-def _prefect_tags(tags: Mapping[str, str]) -> TaskTags:
+def prefect_tags(tags: Mapping[str, str]) -> TaskTags:
     """Keep only Prefect's tags: the cache holds many tasks that are not Prefect's."""
     kept = {key: value for key, value in tags.items() if key.startswith(PREFECT_TAG_PREFIX)}
     return TaskTags(MappingProxyType(kept)) if kept else NO_TAGS

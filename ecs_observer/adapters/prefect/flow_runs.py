@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from ...core.run_states import Proposal, RunLog, RunState
+from ...core.sweep import RunToReconcile
 from .client import PrefectClient
 
 __all__ = ["PrefectFlowRuns"]
@@ -53,6 +55,15 @@ class PrefectFlowRuns:
             delay = float((result.get("details") or {}).get("delay_seconds") or 1.0)
             await asyncio.sleep(min(max(delay, 0.0), _MAX_WAIT_SECONDS))
         return "WAIT"
+
+    async def to_reconcile(
+        self, final_since: datetime | None, final_types: Collection[str]
+    ) -> AsyncIterator[list[RunToReconcile]]:
+        raise NotImplementedError
+        yield []
+
+    async def reschedules(self, run_id: UUID) -> int:
+        raise NotImplementedError
 
     async def log(self, logs: Sequence[RunLog]) -> None:
         body = [

@@ -7,11 +7,13 @@ runs are real and Prefect's orchestration decides.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from ...adapters.prefect.client import PrefectClient
 from ...core.run_states import Proposal, RunLog, RunState
+from ...core.sweep import RunToReconcile
 
 __all__ = ["MemoryFlowRuns", "create_runs", "read_back"]
 
@@ -33,6 +35,15 @@ class MemoryFlowRuns:
         self.histories[run_id].append(RunState(proposal.type, proposal.name))
         self.messages[run_id] = proposal.message
         return "ACCEPT"
+
+    async def to_reconcile(
+        self, final_since: datetime | None, final_types: Collection[str]
+    ) -> AsyncIterator[list[RunToReconcile]]:
+        raise NotImplementedError
+        yield []
+
+    async def reschedules(self, run_id: UUID) -> int:
+        raise NotImplementedError
 
     async def log(self, logs: Sequence[RunLog]) -> None:
         for entry in logs:

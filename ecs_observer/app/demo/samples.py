@@ -9,8 +9,11 @@ and the Prefect worker's `PREFECT__FLOW_RUN_ID` container override.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+from ...core.task_view import TaskView, view_of
 
 __all__ = ["FARGATE_LIFECYCLE", "lifecycle", "state_change"]
 
@@ -109,3 +112,17 @@ def lifecycle(
         )
         for version, status in enumerate(statuses, start=1)
     ]
+
+
+def described(task_arn: str, tags: Mapping[str, str], last_status: str = "RUNNING", **fields: Any) -> TaskView:
+    """A DescribeTasks answer for one task, as the ECS adapter gives it: for fakes of ECS."""
+    view = view_of(
+        {
+            "taskArn": task_arn,
+            "lastStatus": last_status,
+            "tags": [{"key": key, "value": value} for key, value in tags.items()],
+            **fields,
+        }
+    )
+    assert view is not None, task_arn
+    return view
