@@ -40,10 +40,15 @@ def test_prefects_answer_settles_a_forward() -> None:
     run = uuid.uuid4()
     tags = TaskTags(MappingProxyType({"prefect.io/flow-run-id": str(run)}))
     one = change()
-    forward = Forward(one, build_event(one, tags.tags, run, None))
+    event = build_event(one, tags.tags, run, None)
+    forward = Forward(one, event)
     assert settle(forward, None) == Ack("forwarded")
     refused = settle(forward, "HTTP 422: no resource")
-    assert refused == Release(f"the Prefect API refused event {forward.event.id}: HTTP 422: no resource", True)
+    assert refused == Release(f"the Prefect API refused event {event.id}: HTTP 422: no resource", True)
+    # A sweep's observation of a change forwarded before: its effects again, its event not.
+    again = settle(Forward(one, None), None)
+    assert isinstance(again, Ack)
+    assert again.outcome == "deduplicated"
 
 
 def test_a_duplicate_is_acknowledged_naming_the_event_that_has_its_version() -> None:

@@ -65,6 +65,11 @@ class AwsClients:
         opened: DynamoDBClient = await self._open("dynamodb", region)
         return opened
 
+    async def account(self) -> str:
+        """The AWS account of these credentials (STS GetCallerIdentity)."""
+        sts = await self._open("sts", None)
+        return str((await sts.get_caller_identity())["Account"])
+
     async def _open(self, service: str, region: str | None) -> Any:
         """The client of `service` in `region`, opened on first use and closed with the others."""
         async with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["region_of"]
+__all__ = ["account_of", "region_of"]
 
 _REGION = r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)"
 _FORMS = (
@@ -27,3 +27,9 @@ def region_of(url: str) -> str | None:
         if (match := form.match(host)) is not None:
             return match["region"]
     return None
+
+
+def account_of(url: str) -> str | None:
+    """The account that owns the queue (the URL's first path segment, when it is an account id)."""
+    first = urlsplit(url).path.strip("/").split("/", 1)[0]
+    return first if re.fullmatch(r"\d{12}", first) else None

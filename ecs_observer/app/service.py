@@ -16,19 +16,21 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from ..adapters.aws import AwsClients
 from ..adapters.cloudwatch import CloudWatchLogs
 from ..adapters.dynamodb import DynamoTaskState
-from ..adapters.ecs import EcsDescriber, EcsTaskDefinitions
+from ..adapters.ecs import EcsDescriber, EcsStopper, EcsTaskDefinitions
 from ..adapters.memory import MemoryTaskState
 from ..adapters.prefect.client import PrefectClient
 from ..adapters.prefect.events import PrefectApiSink
 from ..adapters.prefect.flow_runs import PrefectFlowRuns
 from ..adapters.sqs import SqsQueue
+from ..core.sweep import Scope
 from ..pipeline.observer import Observer
+from ..pipeline.sweep import Sweeper
 from ..ports import TaskStateStore
 from ..support.redact import redact
 from ..support.stats import Stats
 from .dlq import find_dead_letter_queue, format_entries
 from .health import HealthServer
-from .queue_url import region_of
+from .queue_url import account_of, region_of
 from .settings import ConfigError, Settings, observer_config
 
 __all__ = [
@@ -144,17 +146,23 @@ async def run_service(settings: Settings) -> Observer:
         client = prefect_client(settings, api_url, stats)
         stack.push_async_callback(client.aclose)
         store = await _state(clients, settings, queue, stats)
+        config = observer_config(settings)
+        describer, runs = EcsDescriber(clients), PrefectFlowRuns(client)
         observer = Observer(
             queue,
-            EcsDescriber(clients),
+            describer,
             store,
             PrefectApiSink(client),
-            observer_config(settings),
+            config,
             stats,
-            PrefectFlowRuns(client),
+            runs,
             EcsTaskDefinitions(clients),
             CloudWatchLogs(clients),
         )
+        sweeper = None
+        if settings.sweep_interval > 0 and settings.flow_run_states:
+            scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters())
+            sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
         if settings.health_port:
             health = HealthServer(stats, observer.health, settings.health_port)
             try:
@@ -177,11 +185,23 @@ async def run_service(settings: Settings) -> Observer:
             f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
         )
         try:
-            await observer.run()
+            await asyncio.gather(observer.run(), _beside(observer, sweeper))
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
     return observer
+
+
+async def _beside(observer: Observer, sweeper: Sweeper | None) -> None:
+    """The sweep runs beside the receive loops, and stops when they do."""
+    if sweeper is None:
+        return
+    sweeping = asyncio.create_task(sweeper.run())
+    try:
+        await observer.stopping.wait()
+    finally:
+        sweeping.cancel()
+        await asyncio.gather(sweeping, return_exceptions=True)
 
 
 async def dead_letters(settings: Settings, action: str, limit: int, emit: Callable[[str], None], progress: bool) -> int:

@@ -121,12 +121,17 @@ class Release:
 @dataclass(frozen=True, slots=True)
 class Forward:
     """Send this event for the change and apply its effects, in the task's version order; the
-    message is done once Prefect has answered the event (see `settle`) and every effect."""
+    message is done once Prefect has answered the event (see `settle`) and every effect.
+
+    `event` is None for a sweep's observation of a change already forwarded: its effects are applied
+    again (each is idempotent, or done once per task), since the run still does not show them.
+    `retry_cause`: the stop may be rescheduled instead of crashed (`run_states.retry_cause`)."""
 
     change: TaskStateChange
-    event: PrefectEvent
+    event: PrefectEvent | None
     effects: tuple[Effect, ...] = ()
     diagnosis: Diagnosis | None = None
+    retry_cause: str | None = None
 
 
 Decision = Ack | Release | Forward
@@ -157,6 +162,8 @@ def duplicate(change: TaskStateChange, kept: UUID) -> Ack:
 
 def settle(forward: Forward, refused: str | None) -> Ack | Release:
     """Prefect's answer to the event: accepted (None), or refused with a reason."""
+    if forward.event is None:
+        return Ack("deduplicated", f"task {forward.change.task_arn}: effects applied again, event forwarded before")
     if refused is None:
         return Ack("forwarded")
     return Release(f"the Prefect API refused event {forward.event.id}: {refused}", refused_event=True)

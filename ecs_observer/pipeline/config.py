@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.run_states import RetryPolicy
+from ..core.sweep import SweepRules
 from ..support.backoff import Backoff
 
 __all__ = ["ObserverConfig"]
@@ -38,3 +40,9 @@ class ObserverConfig:
     summary_interval: float = 60.0
     sqs_silence_limit: float | None = None  # unhealthy after this long without SQS success; None: derived
     backoff: Backoff = field(default_factory=Backoff)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.start_retries, self.start_retry_delay, self.reschedule_interrupted)
+
+    def sweep_rules(self) -> SweepRules:
+        return SweepRules(self.sweep_grace, self.stop_cancelled, self.stop_orphans, self.start_timeout)

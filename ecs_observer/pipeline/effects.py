@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -25,12 +25,16 @@ from ..core.ecs_event import TaskStateChange
 from ..core.run_states import (
     INFRASTRUCTURE_PENDING,
     PLACING,
+    Proposal,
     RunState,
     crash_logs,
     diagnosis_log,
     never_ran,
+    plan_retry,
     propose,
+    retry_note,
 )
+from ..core.sweep import ACTIVE
 from ..core.task_record import expires_after
 from ..ports import ContainerLogs, FlowRuns, TaskDefinitions, TaskStateStore
 from ..support.stats import Stats
@@ -118,6 +122,7 @@ class Effects:
         self._container_logs = container_logs
         self._backoff = config.backoff.hooked(stats.retried)
         self._container_name = config.container_name
+        self._retry = config.retry_policy()
         self._reads = _Reads(runs, config.linger)
         # (run, task) pairs whose InfrastructurePending is answered: the task's next placing change reads nothing.
         self._placed: LRUCache[tuple[UUID, str], bool] = LRUCache(maxsize=10_000)
@@ -139,50 +144,86 @@ class Effects:
             # Its failure is its own message's business (it stays in the queue); this one goes on.
             await asyncio.gather(asyncio.shield(previous), return_exceptions=True)
         current: RunState | None = None  # the run's state before this change's proposal
+        note: str | None = None  # whether the stop was rescheduled, for the diagnosis log
         for effect in forward.effects:
             if isinstance(effect, KeepRunTrue):
-                current = await self._keep_true(forward, effect)
+                current, note = await self._keep_true(forward, effect)
             elif isinstance(effect, WriteDiagnosis):
-                await self._write_diagnosis(forward, effect)
+                await self._write_diagnosis(forward, effect, note)
             elif isinstance(effect, ForwardCrashLogs):
                 if current is not None and never_ran(current):
                     await self._crash_logs(forward, effect)
             else:
                 await self._deregister(forward, effect)
 
-    async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> RunState | None:
+    async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> tuple[RunState | None, str | None]:
         placed = (effect.run_id, forward.change.task_arn)
         if forward.change.last_status in PLACING and placed in self._placed:
             # This task's InfrastructurePending is set: whatever the run did since, nothing is to propose.
-            return None
+            return None, None
         current = await self._reads.state(effect.run_id)
         if current is None:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
-            return None
+            return None, None
         proposal = propose(forward.change, forward.diagnosis, current)
         if proposal is None:
-            return current
-        answer = await self._runs.propose(effect.run_id, proposal)
+            return current, None
+        if forward.retry_cause is not None and proposal.type == "CRASHED":
+            return current, await self._reschedule(forward, effect, current, forward.retry_cause)
+        await self._propose(effect.run_id, forward.change, proposal)
+        return current, None
+
+    async def _reschedule(self, forward: Forward, effect: KeepRunTrue, current: RunState, cause: str) -> str | None:
+        """AwaitingRetry instead of Crashed while the run has reschedules left, else Crashed; once per task,
+        so that a duplicate, a replica or a sweep never spends a second one on the same stop."""
+        change, note = forward.change, None
+
+        async def decide() -> None:
+            nonlocal note
+            plan = plan_retry(cause, await self._runs.reschedules(effect.run_id), self._retry, datetime.now(UTC))
+            proposal = propose(change, forward.diagnosis, current, plan)
+            if proposal is not None:
+                answer = await self._propose(effect.run_id, change, proposal)
+                if plan is not None and answer == "ACCEPT":
+                    self._stats.reschedules += 1
+            note = retry_note(cause, plan, self._retry)
+
+        await self._once(change, "run-state", decide)
+        return note
+
+    async def _propose(self, run_id: UUID, change: TaskStateChange, proposal: Proposal) -> str:
+        answer = await self._runs.propose(run_id, proposal)
         self._stats.state_proposals[answer] += 1
         if proposal.name == INFRASTRUCTURE_PENDING and answer in ("ACCEPT", "ABORT", "REJECT"):
-            self._placed[placed] = True
+            self._placed[(run_id, change.task_arn)] = True
         level = logging.INFO if answer == "ACCEPT" else logging.DEBUG
+        log.log(level, "flow run %s: %s proposed (task %s): %s", run_id, proposal.name, change.task_id, answer)
+        return answer
+
+    async def propose_while_on(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
+        """A proposal of the sweep's own (the run's task is gone), made only if the run, read now, is still
+        active on that task: an event or another replica may have settled it meanwhile."""
+        current = await self._reads.state(run_id)
+        if current is None or current.type not in ACTIVE or current.task_arn not in (None, task_arn):
+            return None
+        answer = await self._runs.propose(run_id, proposal)
+        self._stats.state_proposals[answer] += 1
         log.log(
-            level,
-            "flow run %s: %s proposed (task %s): %s",
-            effect.run_id,
+            logging.INFO if answer == "ACCEPT" else logging.DEBUG,
+            "flow run %s: %s proposed (task %s is gone): %s",
+            run_id,
             proposal.name,
-            forward.change.task_id,
+            task_arn,
             answer,
         )
-        return current
+        return answer
 
-    async def _write_diagnosis(self, forward: Forward, effect: WriteDiagnosis) -> None:
+    async def _write_diagnosis(self, forward: Forward, effect: WriteDiagnosis, note: str | None) -> None:
         change = forward.change
 
         async def write() -> None:
-            await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis)])
+            await self._runs.log([diagnosis_log(change, effect.run_id, effect.diagnosis, note)])
             self._stats.run_logs += 1
 
         await self._once(change, "diagnosis", write)

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from cachetools import LRUCache
 
 from ..core.decision import Ack, Decision, Forward, Release, batch_order, settle
 from ..core.ecs_event import Decoded, TaskStateChange, decode
+from ..core.run_states import Proposal
 from ..core.task_record import TaskRecord
 from ..ports import (
     ContainerLogs,
@@ -79,6 +81,11 @@ class Observer:
         self._handlers: set[asyncio.Task[None]] = set()
         # Bounded, so that each broken message is logged once, not on every redelivery.
         self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once the observer stops receiving: what runs beside it (the sweep) stops too."""
+        return self._intake.stopping
 
     def stop(self, why: str = "asked to stop") -> None:
         """Stop receiving; `run` then drains within the drain timeout and returns."""
@@ -153,24 +160,49 @@ class Observer:
             log.exception("message %s failed unexpectedly; it stays in the queue", message.message_id)
             self._leases.release(message)
 
+    async def observe(self, change: TaskStateChange, tags: Mapping[str, str]) -> Ack | Release:
+        """The way a sweep's observation goes, with no message: the same policy, effects and events as a
+        change from the queue. `tags`: the task's, as the sweep's DescribeTasks answered them."""
+        self._tags.learn(change.task_arn, tags)
+        record = (await self._store.load([change.task_arn])).get(change.task_arn)
+        outcome = await self._apply(await self._policy.decide(change, record))
+        if isinstance(outcome, Ack):
+            self._count(outcome)
+        return outcome
+
+    async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
+        """A sweep's proposal for a run whose task is gone: made only while the run is still active on that
+        task, read afresh. Prefect's answer, or None when nothing was proposed."""
+        if self._effects is None:
+            return None
+        return await self._effects.propose_while_on(run_id, task_arn, proposal)
+
+    async def _apply(self, decision: Decision) -> Ack | Release:
+        """Carry a decision out: its event and effects answered, the decision's final word."""
+        if not isinstance(decision, Forward):
+            return decision
+        effects = self._effects.schedule(decision) if self._effects is not None else None
+        refused = await self._forwarder.forward(decision.event) if decision.event is not None else None
+        if effects is not None:
+            await asyncio.shield(effects)
+        settled = settle(decision, refused)
+        if isinstance(settled, Ack) and decision.event is not None:
+            latency = (datetime.now(UTC) - decision.change.emitted).total_seconds()
+            self.stats.forward_latency.observe(max(0.0, latency))
+        return settled
+
+    def _count(self, ack: Ack) -> None:
+        setattr(self.stats, ack.outcome, getattr(self.stats, ack.outcome) + 1)
+
     async def _carry_out(self, message: Message, decision: Decision) -> None:
-        if isinstance(decision, Forward):
-            effects = self._effects.schedule(decision) if self._effects is not None else None
-            refused = await self._forwarder.forward(decision.event)
-            if effects is not None:
-                await asyncio.shield(effects)
-            decision_after = settle(decision, refused)
-            if isinstance(decision_after, Ack):
-                latency = (datetime.now(UTC) - decision.change.emitted).total_seconds()
-                self.stats.forward_latency.observe(max(0.0, latency))
-            decision = decision_after
-        if isinstance(decision, Ack):
-            setattr(self.stats, decision.outcome, getattr(self.stats, decision.outcome) + 1)
-            if decision.note:
-                log.debug("message %s %s: %s", message.message_id, decision.outcome, decision.note)
+        outcome = await self._apply(decision)
+        if isinstance(outcome, Ack):
+            self._count(outcome)
+            if outcome.note:
+                log.debug("message %s %s: %s", message.message_id, outcome.outcome, outcome.note)
             self._leases.ack(message)
         else:
-            self._reject(message, decision)
+            self._reject(message, outcome)
 
     def _reject(self, message: Message, release: Release) -> None:
         self.stats.rejected += 1

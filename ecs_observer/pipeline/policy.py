@@ -16,6 +16,7 @@ from cachetools import LRUCache
 from ..core.decision import Decision, Forward, duplicate, effects_of, triage, unowned
 from ..core.diagnosis import diagnose
 from ..core.ecs_event import Decoded, TaskStateChange
+from ..core.run_states import retry_cause
 from ..core.task_record import TaskRecord
 from ..core.translate import build_event, flow_run_id
 from ..ports import TaskStateStore
@@ -45,6 +46,7 @@ class Policy:
         self._loads: set[asyncio.Task[Mapping[str, TaskRecord]]] = set()
         self._config = config
         self._effects = effects
+        self._retry = config.retry_policy()
         # Bounded, so that a task's tag problems are logged once, not on every change.
         self._warned_tasks: LRUCache[str, bool] = LRUCache(maxsize=10_000)
 
@@ -81,12 +83,12 @@ class Policy:
         if run_id is None:
             return unowned(change, tags)
         kept = await self._sequencer.sequence(change, record.links if record is not None else ())
-        if kept.event_id != change.event_id:
+        forwarded_before = kept.event_id != change.event_id
+        if forwarded_before and change.source == "event":
             return duplicate(change, kept.event_id)
-        follows = kept.follows
         diagnosis = diagnose(change.stop, self._config.container_name) if change.stop is not None else None
-        event = build_event(change, tags.tags, run_id, follows, diagnosis)
-        if event.warnings and change.task_arn not in self._warned_tasks:
+        event = None if forwarded_before else build_event(change, tags.tags, run_id, kept.follows, diagnosis)
+        if event is not None and event.warnings and change.task_arn not in self._warned_tasks:
             self._warned_tasks[change.task_arn] = True
             for warning in event.warnings:
                 log.warning("task %s: %s", change.task_arn, warning)
@@ -102,4 +104,5 @@ class Policy:
             if self._effects
             else ()
         )
-        return Forward(change, event, effects, diagnosis)
+        retry = retry_cause(change.stop, self._retry) if diagnosis is not None and diagnosis.failed else None
+        return Forward(change, event, effects, diagnosis, retry)

@@ -45,11 +45,16 @@ class Stats:
     shared_tag_hits: int = 0  # tags another replica described, read from the shared task state
     run_logs: int = 0  # flow-run log posts (diagnoses, crash logs)
     deregistered: int = 0  # task definitions deregistered
+    reschedules: int = 0  # runs rescheduled (AwaitingRetry accepted) after a transient start failure
+    sweeps: int = 0  # sweeps done (this replica held the lease)
+    sweep_failures: int = 0  # sweeps that could not finish (Prefect or ECS unanswered); the next one tries again
     in_flight: int = 0
     sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
     state_proposals: Counter[str] = field(default_factory=Counter)  # by Prefect's answer: ACCEPT, REJECT, ...
+    reconciled: Counter[str] = field(default_factory=Counter)  # runs a sweep judged, by outcome
+    tasks_stopped: Counter[str] = field(default_factory=Counter)  # StopTask calls, by why: cancelled, orphan, ...
     dynamodb_calls: Counter[str] = field(default_factory=Counter)  # by API, for the shared task state
     # Estimated capacity units, "read" and "write": one per item read (strongly consistent, under 4 KB)
     # and one per write, the request count DynamoDB on-demand bills.

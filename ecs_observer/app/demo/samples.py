@@ -45,6 +45,7 @@ def state_change(
     flow_run_id: str | None = None,
     exit_code: int | None = None,
     stopped: dict[str, Any] | None = None,
+    started_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One event envelope; `flow_run_id` goes into the container environment override, as the worker sets it.
 
@@ -67,6 +68,8 @@ def state_change(
         "overrides": {"containerOverrides": [container]},
         "containers": [{"name": "prefect", "lastStatus": status, "taskArn": task_arn}],
     }
+    if started_at is not None:
+        detail["startedAt"] = _ms(started_at)  # ECS gives it once the task has reached RUNNING
     if cluster_arn:
         detail["clusterArn"] = cluster_arn
     if task_definition_arn:
@@ -100,14 +103,17 @@ def lifecycle(
     step: timedelta = timedelta(seconds=10),
     **fields: Any,
 ) -> list[dict[str, Any]]:
-    """A task's whole life, one event per status, versions from 1, `step` apart."""
+    """A task's whole life, one event per status, versions from 1, `step` apart; from RUNNING on (if it
+    gets there), its events say when it started."""
     last = len(statuses) - 1
+    ran = statuses.index("RUNNING") if "RUNNING" in statuses else None
     return [
         state_change(
             task_arn,
             status,
             version,
             start + step * (version - 1),
+            started_at=start + step * ran if ran is not None and version - 1 >= ran else None,
             **{k: v for k, v in fields.items() if k not in ("exit_code", "stopped") or version - 1 == last},
         )
         for version, status in enumerate(statuses, start=1)
