@@ -32,7 +32,7 @@ from .runs import STATE_NAMES
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 OTHER = "arn:aws:ecs:us-east-1:123456789012:task/prefect/fedcba9876543210fedcba9876543210"
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
-TIMED_OUT = {
+TIMED_OUT: dict[str, Any] = {
     "stopCode": "UserInitiated",
     "stoppedReason": f"{START_TIMEOUT_MARK} 600 s (flow run x)",
     "containers": [{"name": "prefect"}],
