@@ -270,10 +270,12 @@ def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_on
 
     assert observer_config(Settings()) == ObserverConfig()
     shared = set(ObserverConfig.__dataclass_fields__) & set(Settings.model_fields)
-    assert len(shared) == 16
+    assert len(shared) == 24
     given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
     config = observer_config(given)
     assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)
+    swept = observer_config(load_settings(sweep_grace="60", start_retries="0", stop_orphans="true"))
+    assert (swept.sweep_grace, swept.start_retries, swept.stop_orphans) == (60.0, 0, True)
 
 
 async def test_credentials_in_the_prefect_url_never_show(aws: AwsClients) -> None:

@@ -34,6 +34,9 @@ _COUNTERS = {
     "shared_tag_hits": ("shared_tag_hits", "Tag lookups answered by the shared task state (another replica)"),
     "run_logs": ("flow_run_log_posts", "Flow-run log posts: diagnoses and crash logs"),
     "deregistered": ("task_definitions_deregistered", "Task definitions deregistered after their task stopped"),
+    "reschedules": ("flow_runs_rescheduled", "Flow runs rescheduled (AwaitingRetry) after a transient start failure"),
+    "sweeps": ("sweeps", "Sweeps of Prefect's active runs against their ECS tasks"),
+    "sweep_failures": ("sweep_failures", "Sweeps that could not finish (the next one tries again)"),
 }
 
 
@@ -57,6 +60,8 @@ class _StatsCollector(Collector):
                 "answer",
                 stats.state_proposals,
             ),
+            ("runs_reconciled", "Flow runs a sweep judged, by outcome", "outcome", stats.reconciled),
+            ("tasks_stopped", "ECS tasks stopped by a sweep, by why", "why", stats.tasks_stopped),
             ("dynamodb_calls", "DynamoDB calls for the shared task state, by API", "api", stats.dynamodb_calls),
             (
                 "dynamodb_capacity_units",

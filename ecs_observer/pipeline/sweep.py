@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -91,8 +91,8 @@ class Sweeper:
             else:
                 await asyncio.sleep(self._interval / 4)
 
-    async def sweep(self) -> dict[str, int]:
-        """One sweep: every run judged; the verdicts' outcomes counted (and answered, for tests)."""
+    async def sweep(self) -> dict[UUID, str]:
+        """One sweep: every run judged and its verdict carried out; each run's outcome, counted and answered."""
         now = self._clock()
         runs: list[RunToReconcile] = []
         since = now - FINAL_LOOKBACK if self._final_types else None
@@ -110,20 +110,20 @@ class Sweeper:
                 first = seen[key] = self._first_seen.get(key, now)
             verdicts.append((run, judge(run, self._scope, answer, first, now, self._rules)))
         self._first_seen = seen
-        outcomes: dict[str, int] = defaultdict(int)
+        outcomes: dict[UUID, str] = {}
         limit = asyncio.Semaphore(_CONCURRENT_ACTIONS)
 
         async def act(run: RunToReconcile, verdict: Verdict) -> None:
             async with limit:
-                outcome = await self._act(run, verdict, now)
-            outcomes[outcome] += 1
+                outcome = outcomes[run.run_id] = await self._act(run, verdict, now)
             self._stats.reconciled[outcome] += 1
 
         await asyncio.gather(*(act(run, verdict) for run, verdict in verdicts))
         self._stats.sweeps += 1
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        counts = Counter(outcomes.values())
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
         log.info("sweep: %d run(s) held against their tasks: %s", len(runs), summary or "none")
-        return dict(outcomes)
+        return outcomes
 
     async def _describe(self, runs: Sequence[RunToReconcile]) -> dict[str, _Answer]:
         """Each watched task once, 100 to a call, per region and cluster."""

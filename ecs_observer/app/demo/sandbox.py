@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from .templates import events_template
 
 if TYPE_CHECKING:
@@ -27,6 +29,20 @@ if TYPE_CHECKING:
     from types_aiobotocore_events.client import EventBridgeClient
 
 __all__ = ["Cluster", "deploy_events_stack", "free_port", "put_events", "start_cluster"]
+
+
+MOTO_ACCOUNT = "123456789012"  # the account moto answers for
+
+
+async def hold_tasks(endpoint: str, *, hold: bool = True) -> None:
+    """moto's state manager keeps tasks RUNNING until StopTask (else DescribeTasks may move them on)."""
+    path, body = (
+        ("set-transition", {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000}})
+        if hold
+        else ("unset-transition", {"model_name": "ecs::task"})
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        (await client.post(f"{endpoint}/moto-api/state-manager/{path}", json=body)).raise_for_status()
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -40,8 +40,10 @@ def timeline(
     histories: Mapping[UUID, Sequence[RunState]],
     messages: Mapping[UUID, str],
     logs: Mapping[UUID, Sequence[RunLog]],
+    swept: Collection[str] = (),
 ) -> list[str]:
-    """Lines a person reads at a glance. `→` joins two changes when the later one `follows` the earlier."""
+    """Lines a person reads at a glance. `→` joins two changes when the later one `follows` the earlier;
+    `swept`: the ids of events a sweep forwarded (no EventBridge event said it)."""
     by_task: dict[str, list[Mapping[str, Any]]] = {}
     for event in events:
         by_task.setdefault(event["resource"]["prefect.resource.id"], []).append(event)
@@ -52,9 +54,12 @@ def timeline(
         name = run.get("prefect.resource.name", run_id)
         lines.append(f"task {task.removeprefix('prefect.ecs.task.')}  flow run {name}")
         lines.append(f"  ECS      {_chain(chain)}")
+        found = [e["event"].rsplit(".", 1)[1].upper() for e in chain if e["id"] in swept]
+        if found:
+            lines.append(f"  sweep    {', '.join(found)} found by the sweep: its EventBridge event never came")
         if run_id in histories:
             lines.append(f"  run      {' → '.join(state.name for state in histories[run_id])}")
-            if messages.get(run_id) and histories[run_id][-1].type in ("CRASHED", "CANCELLED"):
+            if messages.get(run_id) and histories[run_id][-1].type in ("CRASHED", "CANCELLED", "SCHEDULED"):
                 lines.append(f"           {messages[run_id]}")
             elif histories[run_id][-1].type == "PENDING":
                 lines.append("           (from here the flow itself reports Running, then Completed or Failed)")
@@ -62,8 +67,10 @@ def timeline(
         written = logs.get(run_id, [])
         diagnosis = next((entry.message for entry in written if "Resolution:" in entry.message), None)
         if stopped is not None and diagnosis is not None:
-            resolution = diagnosis.splitlines()[-1].removeprefix("Resolution: ")
-            lines.append(f"  why      {stopped.get('ecs.diagnosis', '?')}: {resolution}")
+            resolution = next(line for line in diagnosis.splitlines() if line.startswith("Resolution: "))
+            lines.append(f"  why      {stopped.get('ecs.diagnosis', '?')}: {resolution.removeprefix('Resolution: ')}")
+            if (retry := diagnosis.splitlines()[-1]).startswith(("Rescheduled", "Not rescheduled")):
+                lines.append(f"  retry    {retry}")
         output = [entry.message for entry in written if entry.level in ("INFO", "20")]
         if output:  # a heading, then the lines
             lines.append(f"  logs     the container's last {len(output) - 1} line(s) posted, ending {output[-1]!r}")
