@@ -6,6 +6,7 @@ reads back what Prefect holds and what ECS was asked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import pytest
 
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.cloudwatch import CloudWatchLogs
+from ecs_observer.adapters.dynamodb import DynamoTaskState
 from ecs_observer.adapters.ecs import EcsDescriber, EcsStopper, EcsTaskDefinitions
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.adapters.prefect.client import PrefectClient
@@ -32,13 +34,14 @@ from ecs_observer.core.sweep import Scope
 from ecs_observer.core.task_view import sweep_event_id
 from ecs_observer.pipeline.observer import Observer
 from ecs_observer.pipeline.sweep import Sweeper
+from ecs_observer.ports import TaskStateStore
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
 
 from .runs import history, logs, state_message
 from .servers import PrefectServer
 from .sweep_world import ACCOUNT, Clock, CountingStopper, Overlay, failed, run_on, running
-from .world import FAST, REGION, make_queue, send, until
+from .world import FAST, REGION, make_queue, make_table, send, until
 
 CONFIG = replace(FAST, sweep_interval=1.0)
 
@@ -78,15 +81,22 @@ async def sweep(aws: AwsClients, prefect: PrefectServer, held: None) -> Sweep:
     return await make_sweep(aws, prefect, CONFIG)
 
 
-async def make_sweep(aws: AwsClients, prefect: PrefectServer, config: Any, *, name: str | None = None) -> Sweep:
+async def make_sweep(
+    aws: AwsClients, prefect: PrefectServer, config: Any, *, table: str | None = None, cluster: Cluster | None = None
+) -> Sweep:
+    """With `table`, the task state is shared in DynamoDB, as replicas share it."""
     ecs = await aws.ecs(REGION)
-    cluster = await start_cluster(ecs, name or f"sweep-{uuid.uuid4().hex[:6]}")
+    cluster = cluster or await start_cluster(ecs, f"sweep-{uuid.uuid4().hex[:6]}")
     queue_url, _ = await make_queue(aws)
     stats = Stats()
     client = PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0), stats=stats)
     runs = PrefectFlowRuns(client)
     describer = Overlay(EcsDescriber(aws))
-    store = MemoryTaskState(1000)
+    store: TaskStateStore = (
+        DynamoTaskState(await aws.dynamodb(REGION), table, stats, backoff=Backoff(0.1, 1.0))
+        if table
+        else MemoryTaskState(1000)
+    )
     observer = Observer(
         SqsQueue(await aws.sqs(REGION), queue_url),
         describer,
@@ -264,3 +274,44 @@ async def test_the_guards_a_healthy_run_another_account_another_worker_no_pid_wr
     # The other account's task is never even described; the healthy one once.
     assert sweep.ecs.described.count(healthy) == 1
     assert healthy.replace(ACCOUNT, "210987654321") not in sweep.ecs.described
+
+
+async def test_one_replica_sweeps_and_another_takes_over_within_two_intervals_when_it_dies(
+    aws: AwsClients, prefect: PrefectServer, held: None
+) -> None:
+    table = await make_table(aws)
+    first = await make_sweep(aws, prefect, CONFIG, table=table)
+    second = await make_sweep(aws, prefect, CONFIG, table=table, cluster=first.cluster)
+    replicas = (first, second)
+    arns = [await first.task(str(uuid.uuid4())) for _ in range(3)]
+    run_ids = [run_on(prefect, "CANCELLING", first.cluster.arn, arn) for arn in arns]
+    for replica in replicas:
+        replica.clock.advance(6)
+    async with running(first.observer), running(second.observer):
+        loops = [asyncio.create_task(replica.sweeper.run()) for replica in replicas]
+        try:
+
+            async def all_stopped() -> bool:
+                return sum(sum(r.stopper.stopped[arn] for r in replicas) for arn in arns) >= len(arns)
+
+            assert await until(all_stopped, within=30)
+            # A few sweeps on: still each task stopped once, and one replica sweeping.
+            holder = first if first.stats.sweeps else second
+            standby = second if holder is first else first
+            sweeps = holder.stats.sweeps
+            assert await until(lambda: _done(holder.stats, sweeps=sweeps + 2), within=30)
+            assert standby.stats.sweeps == 0
+            assert {arn: sum(r.stopper.stopped[arn] for r in replicas) for arn in arns} == dict.fromkeys(arns, 1)
+            # The holder dies (its lease stays in the table until it lapses): the other takes over.
+            dead = loops[replicas.index(holder)]
+            dead.cancel()
+            died = asyncio.get_running_loop().time()
+            assert await until(lambda: _done(standby.stats, sweeps=1), within=30)
+            assert asyncio.get_running_loop().time() - died <= 2 * CONFIG.sweep_interval + 1.0
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+    assert {arn: sum(r.stopper.stopped[arn] for r in replicas) for arn in arns} == dict.fromkeys(arns, 1)
+    for run_id in run_ids:
+        assert last(prefect, run_id) == ("CANCELLING", "Cancelling")  # Cancelled once stopped for the grace
