@@ -43,7 +43,7 @@ from .servers import PrefectServer
 from .sweep_world import ACCOUNT, Clock, CountingStopper, Overlay, failed, run_on, running
 from .world import FAST, REGION, make_queue, make_table, send, until
 
-CONFIG = replace(FAST, sweep_interval=1.0)
+CONFIG = replace(FAST, sweep_interval=1.0, start_retry_delay=0.0)
 
 
 @pytest.fixture
@@ -70,6 +70,14 @@ class Sweep:
         tags = [{"key": "prefect.io/flow-run-id", "value": run_id}] if run_id else [{"key": "team", "value": "x"}]
         ecs = await self.ecs.real._clients.ecs(REGION)
         return await self.cluster.run_task(ecs, tags)  # type: ignore[arg-type]
+
+    async def run_on_task(self, prefect: PrefectServer, state_type: str) -> tuple[str, str]:
+        """A flow run in `state_type` and the task its worker started for it (tagged, its pid): (run, task)."""
+        run_id = run_on(prefect, state_type, None, None)
+        arn = await self.task(run_id)
+        pid = f"{self.cluster.arn}::{arn}"
+        prefect.call("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": pid})
+        return run_id, arn
 
     async def stop_in_moto(self, arn: str) -> None:
         ecs = await self.ecs.real._clients.ecs(REGION)
@@ -121,10 +129,8 @@ def last(prefect: PrefectServer, run_id: str) -> tuple[str, str]:
 async def test_a_lost_stopped_event_is_repaired_as_the_event_would_have_done(
     sweep: Sweep, prefect: PrefectServer, aws: AwsClients
 ) -> None:
-    run_id = str(uuid.uuid4())
-    arn = await sweep.task(run_id)
-    run_id = run_on(prefect, "RUNNING", sweep.cluster.arn, arn)
-    sweep.ecs.views[arn] = {**failed(1, version=9), "tags": {"prefect.io/flow-run-id": run_id}}
+    run_id, arn = await sweep.run_on_task(prefect, "RUNNING")
+    sweep.ecs.views[arn] = failed(1, version=9)
     await sweep.stop_in_moto(arn)
     async with running(sweep.observer):
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "repaired"
@@ -154,8 +160,7 @@ async def _done(stats: Stats, **counts: int) -> bool:
 
 
 async def test_a_clean_exit_the_run_never_reported_is_crashed_saying_so(sweep: Sweep, prefect: PrefectServer) -> None:
-    arn = await sweep.task(str(uuid.uuid4()))
-    run_id = run_on(prefect, "PENDING", sweep.cluster.arn, arn)
+    run_id, arn = await sweep.run_on_task(prefect, "PENDING")
     sweep.ecs.views[arn] = failed(0, version=5)
     await sweep.stop_in_moto(arn)
     async with running(sweep.observer):
@@ -184,14 +189,13 @@ async def test_a_task_ecs_forgot_crashes_its_run_only_once_missing_for_the_grace
 async def test_a_cancelling_run_stops_its_task_and_is_cancelled_once_it_stopped(
     sweep: Sweep, prefect: PrefectServer
 ) -> None:
-    arn = await sweep.task(str(uuid.uuid4()))
-    run_id = run_on(prefect, "CANCELLING", sweep.cluster.arn, arn)
+    run_id, arn = await sweep.run_on_task(prefect, "CANCELLING")
     async with running(sweep.observer):
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "waiting"  # its worker's chance first
-        assert not sweep.stopper.stopped
+        assert arn not in sweep.stopper.stopped
         sweep.clock.advance(6)
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "stopped:cancelled"
-        assert sweep.stopper.stopped == {arn: 1}
+        assert sweep.stopper.stopped[arn] == 1
         assert sweep.stopper.reasons[arn].startswith(f"ecs-observer: flow run {run_id} is Cancelling (")
         # moto stops at once and gives no stoppedAt: dated from this sweep, acted on after the grace.
         sweep.ecs.views[arn] = {"containers": (Container("prefect", None, None),), "stop_code": "UserInitiated"}
@@ -199,7 +203,7 @@ async def test_a_cancelling_run_stops_its_task_and_is_cancelled_once_it_stopped(
         sweep.clock.advance(6)
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "repaired"
     assert last(prefect, run_id) == ("CANCELLED", "Cancelled")
-    assert sweep.stopper.stopped == {arn: 1}
+    assert sweep.stopper.stopped[arn] == 1
 
 
 async def test_orphans_are_stopped_only_when_asked_and_their_runs_left_as_they_are(
@@ -207,12 +211,11 @@ async def test_orphans_are_stopped_only_when_asked_and_their_runs_left_as_they_a
 ) -> None:
     for stop_orphans in (False, True):
         sweep = await make_sweep(aws, prefect, replace(CONFIG, stop_orphans=stop_orphans))
-        arn = await sweep.task(str(uuid.uuid4()))
-        run_id = run_on(prefect, "COMPLETED", sweep.cluster.arn, arn)
+        run_id, arn = await sweep.run_on_task(prefect, "COMPLETED")
         sweep.clock.advance(6)
         async with running(sweep.observer):
             outcomes = await sweep.sweeper.sweep()
-        assert sweep.stopper.stopped == ({arn: 1} if stop_orphans else {})
+        assert sweep.stopper.stopped[arn] == (1 if stop_orphans else 0)  # (earlier tests' runs may be orphans too)
         assert outcomes.get(UUID(run_id)) == ("stopped:orphan" if stop_orphans else None)  # final runs: read only then
         if stop_orphans:
             assert f"flow run {run_id} is Completed" in sweep.stopper.reasons[arn]
@@ -223,8 +226,7 @@ async def test_a_task_that_does_not_start_in_time_is_stopped_and_its_run_resched
     aws: AwsClients, prefect: PrefectServer, held: None
 ) -> None:
     sweep = await make_sweep(aws, prefect, replace(CONFIG, start_timeout=600.0))
-    arn = await sweep.task(str(uuid.uuid4()))
-    run_id = run_on(prefect, "PENDING", sweep.cluster.arn, arn)
+    run_id, arn = await sweep.run_on_task(prefect, "PENDING")
     created = datetime.now(UTC) - timedelta(minutes=11)
     sweep.ecs.views[arn] = {"last_status": "PENDING", "created_at": created}
     async with running(sweep.observer):
@@ -246,9 +248,9 @@ async def test_a_task_that_does_not_start_in_time_is_stopped_and_its_run_resched
 async def test_the_guards_a_healthy_run_another_account_another_worker_no_pid_write_nothing(
     sweep: Sweep, prefect: PrefectServer
 ) -> None:
-    healthy = await sweep.task(str(uuid.uuid4()))
+    healthy_run, healthy = await sweep.run_on_task(prefect, "RUNNING")
     runs = {
-        "healthy": run_on(prefect, "RUNNING", sweep.cluster.arn, healthy),
+        "healthy": healthy_run,
         "another account": run_on(
             prefect,
             "RUNNING",
@@ -283,8 +285,8 @@ async def test_one_replica_sweeps_and_another_takes_over_within_two_intervals_wh
     first = await make_sweep(aws, prefect, CONFIG, table=table)
     second = await make_sweep(aws, prefect, CONFIG, table=table, cluster=first.cluster)
     replicas = (first, second)
-    arns = [await first.task(str(uuid.uuid4())) for _ in range(3)]
-    run_ids = [run_on(prefect, "CANCELLING", first.cluster.arn, arn) for arn in arns]
+    made = [await first.run_on_task(prefect, "CANCELLING") for _ in range(3)]
+    run_ids, arns = [run_id for run_id, _ in made], [arn for _, arn in made]
     for replica in replicas:
         replica.clock.advance(6)
     async with running(first.observer), running(second.observer):
@@ -315,3 +317,44 @@ async def test_one_replica_sweeps_and_another_takes_over_within_two_intervals_wh
     assert {arn: sum(r.stopper.stopped[arn] for r in replicas) for arn in arns} == dict.fromkeys(arns, 1)
     for run_id in run_ids:
         assert last(prefect, run_id) == ("CANCELLING", "Cancelling")  # Cancelled once stopped for the grace
+
+
+async def test_three_transient_start_failures_in_a_row_reschedule_twice_then_crash(
+    sweep: Sweep, prefect: PrefectServer, aws: AwsClients
+) -> None:
+    run_id = run_on(prefect, "PENDING", None, None)
+    reason = (
+        "CannotPullContainerError: ref pull has been retried 5 time(s): failed to copy: httpReadSeeker: "
+        "failed open: dial tcp 52.94.0.1:443: i/o timeout"
+    )
+    async with running(sweep.observer):
+        for attempt in (1, 2, 3):
+            arn = await sweep.task(run_id)  # the worker's new task for this attempt
+            prefect.call("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": f"{sweep.cluster.arn}::{arn}"})
+            stopped = {"stopCode": "TaskFailedToStart", "stoppedReason": reason, "containers": [{"name": "prefect"}]}
+            event = state_change(arn, "STOPPED", 3, datetime.now(UTC), stopped=stopped)  # never started
+            await send(aws, sweep.queue_url, [json.dumps(event)])
+            assert await until(lambda n=attempt: _done(sweep.stats, forwarded=n), within=60)
+            assert await until(lambda: _changed(prefect, run_id, "PENDING"), within=60)
+            if attempt < 3:
+                assert last(prefect, run_id) == ("SCHEDULED", "AwaitingRetry")
+                assert f"attempt {attempt} of 2" in state_message(prefect, run_id)
+                # The worker picks it up again (the retry delay is 0 here): Pending, then a new task.
+                answer = prefect.call(
+                    "POST",
+                    f"/flow_runs/{run_id}/set_state",
+                    json={"state": {"type": "PENDING", "name": "Pending"}, "force": False},
+                )
+                assert answer.json()["status"] == "ACCEPT"
+    assert last(prefect, run_id) == ("CRASHED", "Crashed")
+    diagnoses = [e["message"] for e in logs(prefect, run_id) if "Resolution:" in e["message"]]
+    assert [d.splitlines()[-1].split(":")[0] for d in diagnoses] == [
+        "Rescheduled (image pull timed out)",
+        "Rescheduled (image pull timed out)",
+        "Not rescheduled (image pull timed out)",
+    ]
+    assert sweep.stats.reschedules == 2
+
+
+async def _changed(prefect: PrefectServer, run_id: str, since: str) -> bool:
+    return last(prefect, run_id)[0] != since
