@@ -177,12 +177,15 @@ async def run_service(settings: Settings) -> Observer:
             loop.add_signal_handler(signum, observer.stop, f"received {signal.Signals(signum).name}")
         region, source = region_source(settings, queue.url)
         log.info(
-            "observing %s (region %s, %s); forwarding to %s; task state %s",
+            "observing %s (region %s, %s); forwarding to %s; task state %s; %s",
             queue.url,
             region or clients.default_region() or "unknown",
             source,
             redact(api_url),
             f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
+            f"sweeping every {settings.sweep_interval:g} s (grace {settings.sweep_grace:g} s)"
+            if sweeper is not None
+            else "no sweep",
         )
         try:
             await asyncio.gather(observer.run(), _beside(observer, sweeper))
