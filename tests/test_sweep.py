@@ -7,6 +7,7 @@ reads back what Prefect holds and what ECS was asked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -334,7 +335,7 @@ async def test_three_transient_start_failures_in_a_row_reschedule_twice_then_cra
             stopped = {"stopCode": "TaskFailedToStart", "stoppedReason": reason, "containers": [{"name": "prefect"}]}
             event = state_change(arn, "STOPPED", 3, datetime.now(UTC), stopped=stopped)  # never started
             await send(aws, sweep.queue_url, [json.dumps(event)])
-            assert await until(lambda n=attempt: _done(sweep.stats, forwarded=n), within=60)
+            assert await until(functools.partial(_done, sweep.stats, forwarded=attempt), within=60)
             assert await until(lambda: _changed(prefect, run_id, "PENDING"), within=60)
             if attempt < 3:
                 assert last(prefect, run_id) == ("SCHEDULED", "AwaitingRetry")
