@@ -65,9 +65,9 @@ def moto() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def sink() -> Iterator[str]:
+def sink(*args: str) -> Iterator[str]:
     port = free_port()
-    with process([sys.executable, str(HERE / "sink.py"), "--port", str(port)]):
+    with process([sys.executable, str(HERE / "sink.py"), "--port", str(port), *args]):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/stats")
         yield url

@@ -66,9 +66,11 @@ def sweep_event_id(task_arn: str, version: int | None) -> UUID:
     return uuid5(SWEEP_NAMESPACE, f"{task_arn}#{version if version is not None else 'STOPPED'}")
 
 
-def observation(view: TaskView, seen: datetime) -> TaskStateChange:
+def observation(view: TaskView, seen: datetime, run_id: UUID | None = None) -> TaskStateChange:
     """The state change a sweep observed: what the task's STOPPED event would have said. `seen` stands
-    for the time ECS did not give (`stoppedAt`)."""
+    for the time ECS did not give (`stoppedAt`); `run_id`, for the flow run when neither the task's tags
+    nor its environment override name it (StopTask deletes a task's tags): the run whose
+    `infrastructure_pid` names the task."""
     occurred = view.stopped_at or seen
     stop = (
         Stop(view.stop_code, view.stopped_reason, view.containers, started=view.started_at is not None)
@@ -86,7 +88,7 @@ def observation(view: TaskView, seen: datetime) -> TaskStateChange:
         last_status=view.last_status,
         version=view.version,
         occurred=occurred,
-        flow_run_id_override=view.flow_run_id_override,
+        flow_run_id_override=view.flow_run_id_override or run_id,
         emitted=seen,
         stop=stop,
         source="sweep",

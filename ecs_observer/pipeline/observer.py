@@ -163,9 +163,9 @@ class Observer:
     async def observe(self, change: TaskStateChange, tags: Mapping[str, str]) -> Ack | Release:
         """The way a sweep's observation goes, with no message: the same policy, effects and events as a
         change from the queue. `tags`: the task's, as the sweep's DescribeTasks answered them."""
-        self._tags.learn(change.task_arn, tags)
+        described = self._tags.learn(change.task_arn, tags)
         record = (await self._store.load([change.task_arn])).get(change.task_arn)
-        outcome = await self._apply(await self._policy.decide(change, record))
+        outcome = await self._apply(await self._policy.decide(change, record, described))
         if isinstance(outcome, Ack):
             self._count(outcome)
         return outcome

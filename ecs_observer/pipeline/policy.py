@@ -17,7 +17,7 @@ from ..core.decision import Decision, Forward, duplicate, effects_of, triage, un
 from ..core.diagnosis import diagnose
 from ..core.ecs_event import Decoded, TaskStateChange
 from ..core.run_states import retry_cause
-from ..core.task_record import TaskRecord
+from ..core.task_record import TaskRecord, TaskTags
 from ..core.translate import build_event, flow_run_id
 from ..ports import TaskStateStore
 from .config import ObserverConfig
@@ -70,12 +70,13 @@ class Policy:
         known = self._tags.cached(change.task_arn)
         return known is None or flow_run_id(change, known.tags) is not None
 
-    async def decide(self, decoded: Decoded, record: TaskRecord | None) -> Decision:
-        """`record` is the task's shared state, loaded with the message's receive batch."""
+    async def decide(self, decoded: Decoded, record: TaskRecord | None, described: TaskTags | None = None) -> Decision:
+        """`record` is the task's shared state, loaded with the message's receive batch; `described`, the
+        tags a sweep's DescribeTasks just answered (no lookup of its own then)."""
         change = triage(decoded)
         if not isinstance(change, TaskStateChange):
             return change
-        tags = await self._tags.tags_for(change, record)
+        tags = described if described is not None else await self._tags.tags_for(change, record)
         # Checked before sequencing: the sequencer's memory holds Prefect's tasks only. A task known to be
         # Prefect's has its tags at once (from the cache, or the state loaded with the batch), so its change
         # takes its place in the task's chain on receipt, where a successor on another replica finds it.

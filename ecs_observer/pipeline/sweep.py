@@ -167,10 +167,13 @@ class Sweeper:
 
     async def _repair(self, run: RunToReconcile, ref: TaskRef, task: TaskView, now: datetime) -> str:
         seen = self._first_seen.get((ref.task_arn, "STOPPED"), now)
-        outcome = await self._reconciler.observe(observation(task, seen), task.tags)
+        outcome = await self._reconciler.observe(observation(task, seen, run.run_id), task.tags)
         if isinstance(outcome, Release):
             log.warning("sweep: flow run %s, stopped task %s: %s", run.run_id, ref.task_arn, outcome.reason)
             return "failed"
+        if outcome.outcome not in ("forwarded", "deduplicated"):
+            log.info("sweep: flow run %s, stopped task %s: %s", run.run_id, ref.task_arn, outcome.note)
+            return "unchanged"
         log.info(
             "sweep: flow run %s (%s) was %s; its task %s had stopped with no event applied: %s",
             run.run_id,

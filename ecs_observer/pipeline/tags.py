@@ -112,9 +112,14 @@ class TagLookup:
     def cached(self, task_arn: str) -> TaskTags | None:
         return self._cache.get(task_arn)
 
-    def learn(self, task_arn: str, tags: Mapping[str, str]) -> None:
-        """Tags a sweep's DescribeTasks answered: the task's change then needs no lookup of its own."""
-        self._cache[task_arn] = prefect_tags(tags)
+    def learn(self, task_arn: str, tags: Mapping[str, str]) -> TaskTags:
+        """Tags a sweep's DescribeTasks answered, for the task's observation. Kept for the task's later
+        changes only when there are Prefect tags: a stopped task may have lost its own (StopTask deletes
+        them), and "none" from such an answer would make its late events look not Prefect's."""
+        found = prefect_tags(tags)
+        if found.tags:
+            self._cache[task_arn] = found
+        return found
 
     async def tags_for(self, change: TaskStateChange, record: TaskRecord | None = None) -> TaskTags:
         """The task's tags: from this replica's cache, from `record` (the shared state loaded with
