@@ -98,11 +98,12 @@ class Sweeper:
         since = now - FINAL_LOOKBACK if self._final_types else None
         async for page in self._runs.to_reconcile(since, self._final_types):
             runs.extend(page)
-        answers = await self._describe(runs)
+        refs = {run.run_id: task_of(run.infrastructure_pid) for run in runs}
+        answers = await self._describe([ref for ref in refs.values() if ref is not None and self._scope.watches(ref)])
         seen: dict[tuple[str, str], datetime] = {}
         verdicts: list[tuple[RunToReconcile, Verdict]] = []
         for run in runs:
-            ref = task_of(run.infrastructure_pid)
+            ref = refs[run.run_id]
             answer = answers.get(ref.task_arn) if ref is not None else None
             first = now
             if ref is not None and self._scope.watches(ref) and (condition := _condition(answer)) is not None:
@@ -115,7 +116,7 @@ class Sweeper:
 
         async def act(run: RunToReconcile, verdict: Verdict) -> None:
             async with limit:
-                outcome = outcomes[run.run_id] = await self._act(run, verdict, now)
+                outcome = outcomes[run.run_id] = await self._act(run, refs[run.run_id], verdict, now)
             self._stats.reconciled[outcome] += 1
 
         await asyncio.gather(*(act(run, verdict) for run, verdict in verdicts))
@@ -125,15 +126,14 @@ class Sweeper:
         log.info("sweep: %d run(s) held against their tasks: %s", len(runs), summary or "none")
         return outcomes
 
-    async def _describe(self, runs: Sequence[RunToReconcile]) -> dict[str, _Answer]:
-        """Each watched task once, 100 to a call, per region and cluster."""
-        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for run in runs:
-            ref = task_of(run.infrastructure_pid)
-            if ref is not None and self._scope.watches(ref) and ref.task_arn not in groups[(ref.region, ref.cluster)]:
-                groups[(ref.region, ref.cluster)].append(ref.task_arn)
+    async def _describe(self, refs: Sequence[TaskRef]) -> dict[str, _Answer]:
+        """Each task once, 100 to a call, per region and cluster."""
+        groups: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
+        for ref in refs:
+            groups[(ref.region, ref.cluster)][ref.task_arn] = None
         answers: dict[str, _Answer] = {}
-        for (region, cluster), arns in groups.items():
+        for (region, cluster), unique in groups.items():
+            arns = list(unique)
             for offset in range(0, len(arns), MAX_TASKS_PER_CALL):
                 chunk = arns[offset : offset + MAX_TASKS_PER_CALL]
 
@@ -149,8 +149,7 @@ class Sweeper:
                 answers.update(found)
         return answers
 
-    async def _act(self, run: RunToReconcile, verdict: Verdict, now: datetime) -> str:
-        ref = task_of(run.infrastructure_pid)
+    async def _act(self, run: RunToReconcile, ref: TaskRef | None, verdict: Verdict, now: datetime) -> str:
         if isinstance(verdict, Skip):
             return f"{verdict.outcome}:{verdict.why}"
         if ref is None or not isinstance(verdict, Repair | Crash | StopTask):
