@@ -60,12 +60,13 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
 	$(BIN)/mutmut results --all true | $(BIN)/python -c "$$MUTATION_SCORE"
 
-# The four benchmarks; each prints its figures and the command that reproduces them (docs/performance.md).
+# The five benchmarks; each prints its figures and the command that reproduces them (docs/performance.md).
 bench: $(STAMP)
 	$(BIN)/python bench/cpu_per_message.py
 	$(BIN)/python bench/memory_at_scale.py
 	$(BIN)/python bench/backlog_drain.py
 	$(BIN)/python bench/steady_stream.py
+	$(BIN)/python bench/sweep_cost.py
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache mutants mutants.log
