@@ -65,9 +65,10 @@ def cases() -> dict[str, Case]:
             stopped={"containers": [{"name": "prefect", "exitCode": 137, "reason": OOM}]},
         ),
         "exit 1": Case("PENDING", crashed, "exited with code 1", exit_code=1),
+        # A transient start failure: rescheduled (AwaitingRetry), not crashed.
         "failed to start, no containers": Case(
             "PENDING",
-            crashed,
+            [*PENDING_THEN, ("SCHEDULED", "AwaitingRetry")],
             "failed to start",
             statuses=PLACED,
             stopped={
