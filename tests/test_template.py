@@ -1,10 +1,12 @@
-"""End to end through the real events template, offline: CloudFormation, EventBridge and SQS in moto, real Prefect."""
+"""End to end through the real templates, offline: CloudFormation, EventBridge and SQS in moto, real Prefect."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -19,9 +21,12 @@ from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.adapters.sqs import SqsQueue
 from ecs_observer.app.demo.sandbox import deploy_events_stack, put_events
 from ecs_observer.app.demo.templates import events_template
+from ecs_observer.app.settings import Settings, load_settings
+from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.observer import Observer
 
 from .servers import PrefectServer
+from .test_permissions import SERVICE_PARAMETERS, allows, task_arn, task_role_policies
 from .world import FAST, REGION, Task, depth, replicas, start_tasks
 
 
@@ -101,3 +106,105 @@ async def test_template_without_clusters_routes_every_cluster_to_replicas_sharin
     assert {e["resource"]["prefect.resource.id"] for e in stored} == {t.resource_id for t in tasks}
     assert len({e["id"] for e in stored}) == 16
     assert all(chained([e for e in stored if e["resource"]["prefect.resource.id"] == t.resource_id]) for t in tasks)
+
+
+SERVICE_TEMPLATE = (Path(__file__).resolve().parents[1] / "infra" / "service.yaml").read_text()
+# The service template's parameters for the sweep, and the settings they reach the container as.
+SWEEP_PARAMETERS = {
+    "SweepInterval": "sweep_interval",
+    "SweepGrace": "sweep_grace",
+    "StopCancelled": "stop_cancelled",
+    "StopOrphans": "stop_orphans",
+    "StartTimeout": "start_timeout",
+    "StartRetryDelay": "start_retry_delay",
+    "StartRetries": "start_retries",
+    "RescheduleInterrupted": "reschedule_interrupted",
+}
+
+
+async def container_settings(session: aioboto3.Session, stack: str, parameters: dict[str, str]) -> Settings:
+    """Deploy the service template in moto's CloudFormation; the settings its container's environment makes."""
+    async with session.client("cloudformation") as cfn, session.client("ecs") as ecs:
+        await ecs.create_cluster(clusterName=SERVICE_PARAMETERS["ClusterName"])
+        await cfn.create_stack(
+            StackName=stack,
+            TemplateBody=SERVICE_TEMPLATE,
+            Capabilities=["CAPABILITY_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in (SERVICE_PARAMETERS | parameters).items()],
+        )
+        status = (await cfn.describe_stacks(StackName=stack))["Stacks"][0]["StackStatus"]
+        assert status == "CREATE_COMPLETE", status
+        resources = (await cfn.list_stack_resources(StackName=stack))["StackResourceSummaries"]
+        physical = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "TaskDefinition")
+        definition = (await ecs.describe_task_definition(taskDefinition=physical))["taskDefinition"]
+    # moto leaves an AWS::NoValue in the list as null, where CloudFormation drops it.
+    environment = [e for e in definition["containerDefinitions"][0]["environment"] if e]
+    names = [e["name"] for e in environment]
+    assert len(names) == len(set(names)), names
+    with pytest.MonkeyPatch.context() as env:
+        for name in [n for n in os.environ if n.startswith("ECS_OBSERVER_")]:
+            env.delenv(name)
+        for entry in environment:
+            env.setenv(entry["name"], entry["value"])
+        return load_settings()
+
+
+async def test_service_template_passes_the_sweep_settings_to_the_container(session: aioboto3.Session) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    # Its defaults are the observer's.
+    defaults = await container_settings(session, f"service-{suffix}", {})
+    for field in SWEEP_PARAMETERS.values():
+        assert getattr(defaults, field) == getattr(ObserverConfig(), field), field
+    # Each parameter reaches its setting.
+    given = {
+        "SweepInterval": "120",
+        "SweepGrace": "45",
+        "StopCancelled": "false",
+        "StopOrphans": "true",
+        "StartTimeout": "600",
+        "StartRetryDelay": "15",
+        "StartRetries": "5",
+        "RescheduleInterrupted": "true",
+    }
+    settings = await container_settings(session, f"service-given-{suffix}", given)
+    assert {field: getattr(settings, field) for field in SWEEP_PARAMETERS.values()} == {
+        "sweep_interval": 120,
+        "sweep_grace": 45,
+        "stop_cancelled": False,
+        "stop_orphans": True,
+        "start_timeout": 600,
+        "start_retry_delay": 15,
+        "start_retries": 5,
+        "reschedule_interrupted": True,
+    }
+
+
+def test_service_template_grants_stop_task_on_the_watched_clusters_only() -> None:
+    account, elsewhere = "123456789012", "210987654321"
+    a, b, c = (f"arn:aws:ecs:us-east-1:{account}:cluster/{name}" for name in ("a", "b", "c"))
+    watched = task_role_policies({"WatchedClusterArns": f"{a},{b}"}, account)
+    for cluster in (a, b):
+        assert allows(watched, "ecs:StopTask", task_arn(cluster), {"ecs:cluster": cluster}), cluster
+    assert not allows(watched, "ecs:StopTask", task_arn(c), {"ecs:cluster": c})
+    # Both the resource and the condition name the clusters: either alone refuses another cluster's task.
+    assert not allows(watched, "ecs:StopTask", task_arn(c), {"ecs:cluster": a})
+    assert not allows(watched, "ecs:StopTask", task_arn(a), {"ecs:cluster": c})
+    # Without clusters, the observer watches every cluster of its account and region: StopTask goes as far.
+    every = task_role_policies({}, account)
+    assert allows(every, "ecs:StopTask", task_arn(c), {"ecs:cluster": c})
+    other_account = c.replace(account, elsewhere)
+    assert not allows(every, "ecs:StopTask", task_arn(other_account), {"ecs:cluster": other_account})
+    other_region = c.replace("us-east-1", "eu-west-1")
+    assert not allows(every, "ecs:StopTask", task_arn(other_region), {"ecs:cluster": other_region})
+    # No grant when nothing stops tasks: the sweep off, or every stop feature off.
+    for off in (
+        {"SweepInterval": "0"},
+        {"StopCancelled": "false"},
+        {"SweepInterval": "0", "StopOrphans": "true", "StartTimeout": "600"},
+    ):
+        policies = task_role_policies({"WatchedClusterArns": a} | off, account)
+        assert not allows(policies, "ecs:StopTask", task_arn(a), {"ecs:cluster": a}), off
+        assert allows(policies, "ecs:DescribeTasks", task_arn(a), {"ecs:cluster": a}), off
+    for on in ({"StopCancelled": "false", "StopOrphans": "true"}, {"StopCancelled": "false", "StartTimeout": "600"}):
+        policies = task_role_policies({"WatchedClusterArns": a} | on, account)
+        assert allows(policies, "ecs:StopTask", task_arn(a), {"ecs:cluster": a}), on

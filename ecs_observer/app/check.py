@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import httpx
 from botocore.exceptions import ClientError
@@ -11,6 +12,7 @@ from ..adapters.aws import AwsClients
 from ..adapters.dynamodb import check_table
 from ..adapters.prefect.client import auth_headers
 from ..adapters.sqs import SqsQueue
+from ..core.sweep import ACTIVE
 from ..support.redact import redact
 from .service import open_queue, queue_region, secret
 from .settings import Settings
@@ -18,6 +20,7 @@ from .settings import Settings
 __all__ = ["check"]
 
 PROBE_LOG_GROUP = "prefect"
+PROBE_TASK = "0" * 32  # a task id no task has
 _DENIED = ("AccessDenied", "Unauthorized", "Unrecognized")
 
 
@@ -31,6 +34,12 @@ async def _allowed(region: str | None, probe: Awaitable[object]) -> str:
             raise
         return f"allowed in {region} ({code} for the probe)"
     return f"allowed in {region}"
+
+
+def stops_tasks(settings: Settings) -> bool:
+    """Whether the observer may call StopTask: only the sweep stops tasks, and only with a stop feature on."""
+    stopping = settings.stop_cancelled or settings.stop_orphans or settings.start_timeout > 0
+    return settings.sweep_interval > 0 and stopping
 
 
 async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
@@ -73,16 +82,20 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         region = settings.queue_region or clients.default_region()
 
-        async def describe() -> str:
-            ecs = await clients.ecs(region)
-            return await _allowed(region, ecs.describe_tasks(tasks=["0" * 32], include=["TAGS"]))
+        def ecs_probe(cluster: str | None, call: str) -> Callable[[], Awaitable[str]]:
+            """`call` on a task that does not exist, of `cluster` (None: the default cluster of the queue's
+            region): ECS answers that there is no such task, IAM refuses only what it does not grant."""
 
-        def describe_in(cluster: str) -> Callable[[], Awaitable[str]]:
             async def probe() -> str:
-                cluster_region = cluster.split(":")[3]
-                ecs = await clients.ecs(cluster_region)
-                call = ecs.describe_tasks(cluster=cluster, tasks=["0" * 32], include=["TAGS"])
-                return await _allowed(cluster_region, call)
+                where = cluster.split(":")[3] if cluster else region
+                ecs = await clients.ecs(where)
+                # The task's ARN, as the sweep names it: IAM evaluates task/<cluster name>/<id> and ecs:cluster.
+                task = f"{cluster.replace(':cluster/', ':task/', 1)}/{PROBE_TASK}" if cluster else PROBE_TASK
+                on: dict[str, str] = {"cluster": cluster} if cluster else {}
+                if call == "StopTask":
+                    reason = "ecs-observer check: a probe of a task that does not exist"
+                    return await _allowed(where, ecs.stop_task(task=task, reason=reason, **on))
+                return await _allowed(where, ecs.describe_tasks(tasks=[task], include=["TAGS"], **on))
 
             return probe
 
@@ -100,14 +113,29 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             return str(settings.prefect_api_url).rstrip("/")
 
         async def flow_runs() -> str:
-            await _prefect_answers("/flow_runs/filter", {"limit": 1})
-            return ""
+            if settings.sweep_interval <= 0:
+                await _prefect_answers("/flow_runs/filter", {"limit": 1})
+                return ""
+            # The sweep's reads: the active runs by state type, a page at a time, and a run's state history
+            # (the reschedules it holds; a run id no run has answers an empty one).
+            active = sorted(ACTIVE)
+            await _prefect_answers(
+                "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": active}}}, "limit": 1}
+            )
+            await _prefect_answers("/flow_run_states/", params={"flow_run_id": str(UUID(int=0))})
+            return f"as the sweep reads them (runs {', '.join(active)}; their states)"
 
-        async def _prefect_answers(path: str, body: dict[str, object]) -> None:
+        async def _prefect_answers(
+            path: str, body: dict[str, object] | None = None, params: dict[str, str] | None = None
+        ) -> None:
+            """POST `body` to `path`, or GET it with `params`."""
             url = str(settings.prefect_api_url).rstrip("/")
             headers = auth_headers(secret(settings.prefect_api_key), secret(settings.prefect_api_auth_string))
             async with httpx.AsyncClient(timeout=10, headers=headers) as http:
-                answer = await http.post(f"{url}{path}", json=body)
+                if body is None:
+                    answer = await http.get(f"{url}{path}", params=params)
+                else:
+                    answer = await http.post(f"{url}{path}", json=body)
             if answer.status_code in (401, 403):
                 raise RuntimeError(
                     f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)"
@@ -122,17 +150,18 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         await step("queue exists", queue)
         await step("queue can be read", receive)
-        if settings.clusters():
-            # As the template grants it: on the tasks of these clusters only.
-            for cluster in settings.clusters():
-                await step(f"ecs:DescribeTasks allowed on {cluster}", describe_in(cluster))
-        else:
-            await step("ecs:DescribeTasks allowed", describe)
+        # As the template grants them: on the tasks of these clusters only (without any, on every cluster).
+        clusters: list[str | None] = [*settings.clusters()] or [None]
+        calls = ["DescribeTasks", "StopTask"] if stops_tasks(settings) else ["DescribeTasks"]
+        for call in calls:
+            for cluster in clusters:
+                await step(f"ecs:{call} allowed{f' on {cluster}' if cluster else ''}", ecs_probe(cluster, call))
         if settings.state_table is not None:
             await step("state table usable", table)
         await step("Prefect API answers", prefect)
-        if settings.flow_run_states:
+        if settings.flow_run_states or settings.sweep_interval > 0:
             await step("Prefect flow runs readable", flow_runs)
+        if settings.flow_run_states:
             await step("ecs:DescribeTaskDefinition allowed", definitions)
             if settings.crash_log_lines:
                 await step("logs:GetLogEvents allowed", crash_logs)
