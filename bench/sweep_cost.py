@@ -134,9 +134,17 @@ def main() -> None:
         f"goal per sweep: Prefect reads <= ceil(N/200) = {math.ceil(args.runs / 200)}; DescribeTasks <= "
         f"ceil(N/100) per cluster = {args.clusters} x {math.ceil(per_cluster / 100)}; no write when nothing is wrong"
     )
-    print(
-        f"{'sweep':>5} {'reads':>6} {'describe':>9} {'writes':>7} {'other reads':>12} {'cpu s':>7} {'µs/run':>7} {'wall s':>7}  outcomes"
-    )
+    heads = {
+        "sweep": 5,
+        "reads": 6,
+        "describe": 9,
+        "writes": 7,
+        "other reads": 12,
+        "cpu s": 7,
+        "µs/run": 7,
+        "wall s": 7,
+    }
+    print(" ".join(f"{head:>{width}}" for head, width in heads.items()), " outcomes")
     for n, f in enumerate(figures, start=1):
         other = f["state reads"] + f["history reads"]
         print(

@@ -115,6 +115,7 @@ async def test_check_passes_against_moto_and_prefect(aws: AwsClients, prefect: P
         "ok   queue exists",
         "ok   queue can be read",
         "ok   ecs:DescribeTasks allowed",
+        "ok   ecs:StopTask allowed",
         "ok   Prefect API answers",
         "ok   Prefect flow runs readable",
         "ok   ecs:DescribeTaskDefinition allowed",
@@ -228,14 +229,21 @@ def test_demo_prints_a_timeline_per_task_with_the_states_it_would_set() -> None:
     result = cli("demo", timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert out.count("\ntask ") + out.startswith("task ") == 3  # the untagged tasks and the EC2 event yield nothing
-    # Every change follows the one before: no break (" | ") in any chain.
-    assert out.count("  ECS      PROVISIONING → PENDING → STOPPED\n") == 1
+    assert out.count("\ntask ") + out.startswith("task ") == 4  # the untagged tasks and the EC2 event yield nothing
+    # Every change follows the one before: a break (" | ") only before the STOPPED the sweep found, which moto
+    # gives no version (ECS would, and it would follow).
+    assert out.count("  ECS      PROVISIONING → PENDING → STOPPED\n") == 2
     full = "  ECS      " + " → ".join(FARGATE_LIFECYCLE) + "\n"
-    assert out.count(full) == 2
-    assert " | " not in out
-    assert out.count("  run      Pending → InfrastructurePending → Crashed\n") == 1
-    assert out.count("  run      Pending → InfrastructurePending\n") == 2
+    assert out.count(full) == 1
+    assert out.count("  ECS      " + " → ".join(FARGATE_LIFECYCLE[:-1]) + " | STOPPED\n") == 1
+    assert out.count(" | ") == 1
+    assert out.count("  sweep    STOPPED found by the sweep: its EventBridge event never came\n") == 1
+    assert out.count("  run      Pending → InfrastructurePending → Crashed\n") == 2
+    assert out.count("  run      Pending → InfrastructurePending → AwaitingRetry\n") == 1
+    assert out.count("  run      Pending → InfrastructurePending\n") == 1
+    assert "exited cleanly (code 0) at " in out
+    assert "the flow run never reported a final state" in out
+    assert "  retry    Rescheduled (image pull timed out): attempt 1 of 2" in out
     assert "stopped: the container ran out of memory and was killed; exit code 137" in out
     assert "  why      out-of-memory: raise the task's or the container's memory" in out
     assert "  logs     the container's last 3 line(s) posted, ending 'Killed'" in out
@@ -247,20 +255,25 @@ def test_demo_json_prints_the_raw_chained_events() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     # Unique by id: SQS may deliver a message twice, and Prefect keeps one copy of each id.
     events = list({e["id"]: e for e in map(json.loads, result.stdout.splitlines())}.values())
-    assert len(events) == 3 + 8 + 8  # the first task stops once placed
+    assert len(events) == 3 + 3 + 8 + 8  # two tasks stop once placed; one STOPPED comes from the sweep
     by_task: dict[str, list[dict[str, object]]] = {}
     for event in events:
         by_task.setdefault(str(event["resource"]["prefect.resource.id"]), []).append(event)
-    assert sorted(len(chain) for chain in by_task.values()) == [3, 8, 8]
+    assert sorted(len(chain) for chain in by_task.values()) == [3, 3, 8, 8]
     for chain in by_task.values():
         ordered = sorted(chain, key=lambda e: str(e["occurred"]))
-        assert [e.get("follows") for e in ordered] == [None] + [e["id"] for e in ordered[:-1]]
+        follows = [e.get("follows") for e in ordered]
+        expected = [None] + [e["id"] for e in ordered[:-1]]
+        # The swept STOPPED (no version from moto) follows nothing; every other change its predecessor.
+        assert follows == expected or follows == [*expected[:-1], None]
 
 
 def test_demo_with_a_prefect_api_creates_the_runs_there_and_sets_their_states(prefect: PrefectServer) -> None:
     result = cli("demo", "--prefect-api-url", prefect.api_url, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("  run      Pending → InfrastructurePending → Crashed\n") == 1
+    assert result.stdout.count("  run      Pending → InfrastructurePending → Crashed\n") == 2
+    assert result.stdout.count("  run      Pending → InfrastructurePending → AwaitingRetry\n") == 1
+    assert result.stdout.count("  sweep    STOPPED found by the sweep") == 1
     assert f"flow runs in {prefect.api_url}" in result.stderr
 
 

@@ -39,7 +39,7 @@ async def _allowed(region: str | None, probe: Awaitable[object]) -> str:
 def stops_tasks(settings: Settings) -> bool:
     """Whether the observer may call StopTask: only the sweep stops tasks, and only with a stop feature on."""
     stopping = settings.stop_cancelled or settings.stop_orphans or settings.start_timeout > 0
-    return settings.sweep_interval > 0 and stopping
+    return settings.sweeps() and stopping
 
 
 async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
@@ -113,7 +113,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             return str(settings.prefect_api_url).rstrip("/")
 
         async def flow_runs() -> str:
-            if settings.sweep_interval <= 0:
+            if not settings.sweeps():
                 await _prefect_answers("/flow_runs/filter", {"limit": 1})
                 return ""
             # The sweep's reads: the active runs by state type, a page at a time, and a run's state history
@@ -159,7 +159,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         if settings.state_table is not None:
             await step("state table usable", table)
         await step("Prefect API answers", prefect)
-        if settings.flow_run_states or settings.sweep_interval > 0:
+        if settings.flow_run_states:
             await step("Prefect flow runs readable", flow_runs)
         if settings.flow_run_states:
             await step("ecs:DescribeTaskDefinition allowed", definitions)

@@ -160,7 +160,7 @@ async def run_service(settings: Settings) -> Observer:
             CloudWatchLogs(clients),
         )
         sweeper = None
-        if settings.sweep_interval > 0 and settings.flow_run_states:
+        if settings.sweeps():
             scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters())
             sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
         if settings.health_port:

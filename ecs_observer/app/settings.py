@@ -221,6 +221,10 @@ class Settings(BaseSettings):
             raise ValueError("set PREFECT_API_KEY or PREFECT_API_AUTH_STRING, not both")
         return self
 
+    def sweeps(self) -> bool:
+        """The sweep runs with an interval and with flow-run states on (it keeps runs true to their tasks)."""
+        return self.sweep_interval > 0 and self.flow_run_states
+
     def require_queue(self) -> None:
         if not self.queue_url and not self.queue_name:
             raise ConfigError("ECS_OBSERVER_QUEUE_URL (or ECS_OBSERVER_QUEUE_NAME) is not set")

@@ -3,16 +3,20 @@
 Starts moto's server in-process on a free port, deploys the events template
 (queue, dead-letter queue, EventBridge rule), starts tagged and untagged tasks,
 puts their whole lifecycles through EventBridge in random order (one flow run
-runs out of memory before it ever runs), and runs the observer until the queue
-is empty. It prints, per task, the chain of states as Prefect will link them,
-the flow-run states it sets, and why the crashed one stopped (`--json`: the raw
-events instead). With PREFECT_API_URL the events and states go to that Prefect
-(the demo's flow runs are created there first); without, the flow runs live in
+runs out of memory before it ever runs, one fails to pull its image for a
+network timeout and is rescheduled, and one task's STOPPED event is lost), and
+runs the observer until the queue is empty. Then the observer restarts and
+sweeps, its clock moved past the grace, and finds the task whose event was lost.
+It prints, per task, the chain of states as Prefect will link them, the
+flow-run states it sets, and why a task stopped (`--json`: the raw events
+instead). With PREFECT_API_URL the events and states go to that Prefect (the
+demo's flow runs are created there first); without, the flow runs live in
 memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
@@ -25,18 +29,23 @@ import aioboto3
 
 from ...adapters.aws import AwsClients
 from ...adapters.cloudwatch import CloudWatchLogs
-from ...adapters.ecs import EcsDescriber, EcsTaskDefinitions
+from ...adapters.ecs import EcsDescriber, EcsStopper, EcsTaskDefinitions
 from ...adapters.memory import MemoryTaskState
+from ...adapters.prefect.client import PrefectClient
 from ...adapters.prefect.events import PrefectApiSink
 from ...adapters.prefect.flow_runs import PrefectFlowRuns
 from ...adapters.sqs import SqsQueue
+from ...core.sweep import Scope
 from ...pipeline.observer import Observer, ObserverConfig
+from ...pipeline.sweep import Sweeper
 from ...ports import EventSink, FlowRuns
+from ...support.redact import redact
+from ...support.stats import Stats
 from ..service import prefect_client
 from ..settings import Settings
 from .runs import MemoryFlowRuns, create_runs, read_back
 from .samples import FARGATE_LIFECYCLE, lifecycle
-from .sandbox import deploy_events_stack, free_port, put_events, start_cluster
+from .sandbox import MOTO_ACCOUNT, deploy_events_stack, free_port, hold_tasks, put_events, start_cluster
 from .timeline import RecordingSink, timeline, write
 
 if TYPE_CHECKING:
@@ -51,9 +60,19 @@ OOM = {
     ]
 }
 CRASH_OUTPUT = ["Downloading flow code", "Loading 2.1 GB of input into a DataFrame", "Killed"]
+# A transient start failure (as ECS words it): the run is rescheduled, not crashed.
+PULL_TIMEOUT = {
+    "stopCode": "TaskFailedToStart",
+    "stoppedReason": "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref "
+    "docker.io/prefecthq/prefect:3-latest: failed to do request: Head "
+    '"https://registry-1.docker.io/v2/prefecthq/prefect/manifests/3-latest": dial tcp 54.236.113.205:443: i/o timeout',
+    "containers": [{"name": "prefect"}],
+}
+# The flow runs' parts: what becomes of each task in the demo.
+OOM_RUN, PULL_RUN, LOST_RUN = 0, 1, 2
 
 
-async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 3, untagged: int = 2) -> int:
+async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 4, untagged: int = 2) -> int:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
@@ -78,39 +97,99 @@ async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 3, u
         # moto accepts any credentials; these are placeholders, not secrets.
         session = aioboto3.Session(aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION)  # noqa: S106
         async with AwsClients(session, endpoint_url=endpoint) as clients:
-            queue = await _feed(session, endpoint, clients, run_ids, untagged)
+            await hold_tasks(endpoint)
+            queue, pids = await _feed(session, endpoint, clients, run_ids, untagged)
+            await _started(runs, client, pids)
             config = ObserverConfig(receivers=2, wait_time_seconds=1, visibility_timeout=30, reorder_window=2.0)
-            observer = Observer(
-                queue,
-                EcsDescriber(clients),
-                MemoryTaskState(1000),
-                sink,
-                config,
-                runs=runs,
-                definitions=EcsTaskDefinitions(clients),
-                container_logs=CloudWatchLogs(clients),
-            )
-            await observer.run(until_idle=2)
+            store = MemoryTaskState(1000)
+
+            def observer() -> Observer:
+                return Observer(
+                    queue,
+                    EcsDescriber(clients),
+                    store,
+                    sink,
+                    config,
+                    stats,
+                    runs=runs,
+                    definitions=EcsTaskDefinitions(clients),
+                    container_logs=CloudWatchLogs(clients),
+                )
+
+            stats = Stats()
+            await observer().run(until_idle=2)
+            # The observer restarts, and its first sweep finds what no event said (the grace passed meanwhile).
+            heard = set(recorder.events)
+            await _sweep(observer(), runs, clients, store, stats, config)
+            swept = set(recorder.events) - heard
         held = await read_back(client, run_ids) if client is not None else runs
         assert isinstance(held, MemoryFlowRuns)
         if not as_json:
-            write(timeline(list(recorder.events.values()), held.histories, held.messages, held.logs))
+            write(timeline(list(recorder.events.values()), held.histories, held.messages, held.logs, swept))
     finally:
         server.stop()
         if client is not None:
             await client.aclose()
-    s = observer.stats
-    target = settings.prefect_api_url or "memory"
+    s = stats
+    target = redact(settings.prefect_api_url) if settings.prefect_api_url else "memory"
     print(
         f"demo: received {s.received}, forwarded {s.forwarded}, filtered {s.filtered} (untagged tasks), "
         f"ignored {s.ignored}, rejected {s.rejected}; DescribeTasks calls {s.describe_calls}; "
-        f"flow-run states {dict(s.state_proposals)} and {s.run_logs} log post(s) (flow runs in {target})",
+        f"flow-run states {dict(s.state_proposals)} and {s.run_logs} log post(s) (flow runs in {target}); "
+        f"sweeps {s.sweeps}: {dict(s.reconciled)}",
         file=sys.stderr,
     )
-    crashed = held.histories[run_ids[0]][-1].type == "CRASHED"
+    final = {part: held.histories[run_ids[part]][-1] for part in (OOM_RUN, PULL_RUN, LOST_RUN)}
+    as_expected = (
+        final[OOM_RUN].type == "CRASHED"
+        and final[PULL_RUN].name == "AwaitingRetry"
+        and final[LOST_RUN].type == "CRASHED"
+        and s.reschedules == 1
+    )
     # At least: SQS may deliver a message twice, and Prefect keeps one copy of each id.
-    expected = (tagged - 1) * len(FARGATE_LIFECYCLE) + 3  # the first task stops once placed
-    return 0 if s.rejected == 0 and s.forwarded >= expected and crashed else 1
+    expected = (tagged - 2) * len(FARGATE_LIFECYCLE) + 2 * 3  # two tasks stop once placed
+    return 0 if s.rejected == 0 and s.forwarded >= expected and as_expected else 1
+
+
+async def _started(runs: FlowRuns, client: PrefectClient | None, pids: dict[UUID, str]) -> None:
+    """What the ECS worker records of each run once its task is started: the run's `infrastructure_pid`."""
+    for run_id, pid in pids.items():
+        if client is not None:
+            await client.request("PATCH", f"/flow_runs/{run_id}", json={"infrastructure_pid": pid})
+        elif isinstance(runs, MemoryFlowRuns):
+            runs.pids[run_id] = pid
+
+
+async def _sweep(
+    observer: Observer,
+    runs: FlowRuns,
+    clients: AwsClients,
+    store: MemoryTaskState,
+    stats: Stats,
+    config: ObserverConfig,
+) -> None:
+    """Two sweeps, now and 6 minutes on: moto gives a stopped task no `stoppedAt`, so the first sweep dates it
+    and the second, past the grace, acts on it."""
+    offset = [timedelta()]
+    sweeper = Sweeper(
+        observer,
+        runs,
+        EcsDescriber(clients),
+        store,
+        stats,
+        config,
+        Scope(MOTO_ACCOUNT),
+        EcsStopper(clients),
+        clock=lambda: datetime.now(UTC) + offset[0],
+    )
+    running = asyncio.create_task(observer.run())
+    try:
+        await sweeper.sweep()
+        offset[0] += timedelta(minutes=6)
+        await sweeper.sweep()
+    finally:
+        observer.stop("the demo's sweeps are done")
+        await running
 
 
 class _Both:
@@ -145,9 +224,11 @@ def _tags(n: int, run_id: UUID) -> list[TagTypeDef]:
 
 async def _feed(
     session: aioboto3.Session, endpoint: str, clients: AwsClients, run_ids: list[UUID], untagged: int
-) -> SqsQueue:
-    """The events stack from infra/events.yaml, tasks, and their lifecycles put through EventBridge.
-    The first flow run's task runs out of memory while placed; its container's output is in CloudWatch Logs."""
+) -> tuple[SqsQueue, dict[UUID, str]]:
+    """The events stack from infra/events.yaml, tasks, and their lifecycles put through EventBridge; each
+    flow run's `infrastructure_pid`, as the worker sets it. The first flow run's task runs out of memory while
+    placed (its container's output is in CloudWatch Logs); the second's cannot pull its image (a network
+    timeout); the third's task stops, but its STOPPED event never reaches the queue."""
     tagged = len(run_ids)
     async with (
         session.client("cloudformation", endpoint_url=endpoint) as cfn,
@@ -157,21 +238,28 @@ async def _feed(
         ecs = await clients.ecs(REGION)
         cluster = await start_cluster(ecs, "prefect-demo")
         envelopes: list[dict[str, Any]] = []
+        pids: dict[UUID, str] = {}
         start = datetime.now(UTC) - timedelta(minutes=2)
         for n in range(tagged + untagged):
             other: list[TagTypeDef] = [{"key": "team", "value": "not-prefect"}]
             tags = _tags(n, run_ids[n]) if n < tagged else other
             task_arn = await cluster.run_task(ecs, tags)
-            crashes = n == 0
-            envelopes += lifecycle(
+            if n < tagged:
+                pids[run_ids[n]] = f"{cluster.arn}::{task_arn}"
+            placed_only = n in (OOM_RUN, PULL_RUN)
+            life = lifecycle(
                 task_arn,
                 start + timedelta(seconds=n),
-                statuses=("PROVISIONING", "PENDING", "STOPPED") if crashes else FARGATE_LIFECYCLE,
+                statuses=("PROVISIONING", "PENDING", "STOPPED") if placed_only else FARGATE_LIFECYCLE,
                 cluster_arn=cluster.arn,
                 task_definition_arn=cluster.task_definition_arn,
-                stopped=OOM if crashes else None,
+                stopped={OOM_RUN: OOM, PULL_RUN: PULL_TIMEOUT}.get(n),
             )
-            if crashes:
+            if n == LOST_RUN:
+                life = life[:-1]  # lost: a rule that was off for a while, a message in the dead-letter queue
+                await ecs.stop_task(cluster=cluster.name, task=task_arn, reason="Essential container in task exited")
+            envelopes += life
+            if n == OOM_RUN:
                 await _container_output(clients, task_arn, start)
         random.shuffle(envelopes)  # SQS keeps no order either
         # Not an ECS task state change: the template's rule does not route it to the queue.
@@ -184,7 +272,7 @@ async def _feed(
             }
         )
         await put_events(bus, envelopes)
-    return SqsQueue(await clients.sqs(REGION), outputs["QueueUrl"])
+    return SqsQueue(await clients.sqs(REGION), outputs["QueueUrl"]), pids
 
 
 async def _container_output(clients: AwsClients, task_arn: str, start: datetime) -> None:
