@@ -12,6 +12,7 @@ import pytest
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.app.demo.samples import state_change
+from ecs_observer.core.decision import Ack, Forward, settle
 from ecs_observer.core.diagnosis import diagnose
 from ecs_observer.core.ecs_event import Container, Stop
 from ecs_observer.core.run_states import (
@@ -62,6 +63,7 @@ def test_retry_cause_needs_a_transient_stop_and_retries_left() -> None:
     timed_out = stop_change(**TIMED_OUT).stop
     assert retry_cause(timed_out, policy) == "start timeout"
     assert retry_cause(timed_out, RetryPolicy(retries=0)) is None
+    assert retry_cause(timed_out, RetryPolicy(retries=1)) == "start timeout"
     assert retry_cause(None, policy) is None
     assert retry_cause(stop_change(started=True, **TIMED_OUT).stop, policy) is None  # it ran: not a start failure
 
@@ -115,7 +117,7 @@ def test_a_clean_exit_crashes_a_run_only_when_a_sweep_finds_it_still_active() ->
         proposal = propose(swept, diagnosis, RunState(state_type, name))
         if state_type in ("PENDING", "RUNNING"):
             assert proposal is not None
-            assert proposal.type == "CRASHED"
+            assert (proposal.type, proposal.name) == ("CRASHED", "Crashed")
             assert proposal.message == (
                 "ECS task 0123456789abcdef0123456789abcdef exited cleanly (code 0) at 2026-03-01T00:00:00+00:00; "
                 "the flow run never reported a final state"
@@ -143,3 +145,10 @@ def test_the_diagnosis_log_says_which_attempt_it_was() -> None:
     assert log.message.splitlines()[-1] == note
     assert "attempt 2 of 2" in note
     assert diagnosis_log(change, uuid.uuid4(), diagnosis).message.splitlines()[-1].startswith("Resolution:")
+
+
+def test_a_sweeps_observation_of_a_change_forwarded_before_says_so() -> None:
+    change = stop_change(started=True)
+    assert settle(Forward(change, None), None) == Ack(
+        "deduplicated", f"task {ARN}: effects applied again, event forwarded before"
+    )

@@ -183,6 +183,7 @@ def test_a_host_or_spot_capacity_lost_before_start_is_transient_by_its_stop_code
     assert transient_cause(Stop("TerminationNotice", None, (), started=False)) == "host lost before start"
     assert transient_cause(Stop("UserInitiated", None, (), started=False)) is None
     assert transient_cause(Stop(None, None, (), started=False)) is None
+    assert transient_cause(Stop("", None, (), started=False)) is None
 
 
 def test_interrupted_is_only_a_spot_or_host_loss_after_the_task_started() -> None:
@@ -200,3 +201,9 @@ def test_a_permanent_reason_wins_over_a_transient_one_in_the_same_stop() -> None
     assert transient_cause(Stop(None, missing, (), started=False)) is None
     both = (Container("log-router", None, timed_out), Container("prefect", None, missing))
     assert transient_cause(Stop("TaskFailedToStart", "Task failed to start", both, started=False)) is None
+
+
+def test_reasons_are_read_as_one_text_with_spaces_between_them() -> None:
+    # ECS splits what happened between the task's reason and a container's: read together, they say it.
+    parts = Stop(None, "CannotPullContainerError: failed to copy:", (Container("prefect", None, "i/o timeout"),), False)
+    assert transient_cause(parts) == "image pull timed out"

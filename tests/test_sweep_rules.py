@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from ecs_observer.app.demo.samples import described
-from ecs_observer.core.ecs_event import Container
+from ecs_observer.core.ecs_event import Container, Stop, TaskStateChange
 from ecs_observer.core.run_states import RunState
 from ecs_observer.core.start_failure import START_TIMEOUT_MARK
 from ecs_observer.core.sweep import (
@@ -206,8 +207,9 @@ def test_with_watched_clusters_only_those_are_judged() -> None:
 def test_task_of_reads_the_prefect_aws_workers_pid() -> None:
     ref = task_of(PID)
     assert ref is not None
-    assert (ref.task_arn, ref.region, ref.account, ref.cluster, ref.cluster_name) == (
+    assert (ref.task_arn, ref.task_id, ref.region, ref.account, ref.cluster, ref.cluster_name) == (
         TASK,
+        "0123456789abcdef0123456789abcdef",
         "us-east-1",
         ACCOUNT,
         CLUSTER,
@@ -272,3 +274,150 @@ def test_view_of_is_lenient_with_what_describe_tasks_answers() -> None:
     odd = view_of({"taskArn": TASK, "version": True, "startedAt": "yesterday", "stoppedAt": [], "overrides": []})
     assert odd is not None
     assert (odd.version, odd.started_at, odd.stopped_at, odd.flow_run_id_override) == (None, None, None, None)
+
+
+def test_the_words_of_each_verdict_name_the_run_the_task_and_when() -> None:
+    task_id = "0123456789abcdef0123456789abcdef"
+    since = LONG.isoformat(timespec="seconds")
+    assert verdict(run("RUNNING"), None, LONG) == Crash(
+        f"ECS no longer knows task {task_id} (MISSING in sweeps since {since}: it stopped over an hour ago, "
+        "or never existed), and the flow run never reported a final state"
+    )
+    assert verdict(run("CANCELLING"), None, LONG) == Crash(
+        f"ECS no longer knows task {task_id} (MISSING since {since}) while cancelling", "CANCELLED"
+    )
+    assert verdict(run("CANCELLING"), task(desiredStatus="STOPPED")) == Wait(f"task {task_id} is RUNNING")
+    assert verdict(run("COMPLETED"), task("DEACTIVATING", desiredStatus="STOPPED"), stop_orphans=True) == Wait(
+        f"task {task_id} is DEACTIVATING"
+    )
+    assert verdict(run("CANCELLING"), task()) == StopTask(
+        f"ecs-observer: flow run {RUN_ID} is Cancelling (crimson-otter)", "cancelled"
+    )
+    assert verdict(run("CANCELLED"), task()) == StopTask(
+        f"ecs-observer: flow run {RUN_ID} is Cancelled (crimson-otter)", "cancelled"
+    )
+    # The state's name as Prefect gives it, else its type in words.
+    assert verdict(run("FAILED", name="AwaitingNothing"), task(), stop_orphans=True) == StopTask(
+        f"ecs-observer: flow run {RUN_ID} is AwaitingNothing (crimson-otter)", "orphan"
+    )
+    nameless = replace(run("COMPLETED"), state=RunState("COMPLETED", ""))
+    assert verdict(nameless, task(), stop_orphans=True) == StopTask(
+        f"ecs-observer: flow run {RUN_ID} is Completed (crimson-otter)", "orphan"
+    )
+
+
+def test_a_stop_reason_fits_ecs_255_characters_whatever_the_runs_name() -> None:
+    long = replace(run("CANCELLING"), name="a  very\tlong   name " * 30)
+    got = verdict(long, task())
+    assert isinstance(got, StopTask)
+    assert len(got.reason) == 255
+    assert got.reason.startswith(f"ecs-observer: flow run {RUN_ID} is Cancelling (a very long name a very")
+    assert got.reason.endswith(")")
+    unnamed = verdict(replace(run("CANCELLING"), name=" "), task())
+    assert unnamed == StopTask(f"ecs-observer: flow run {RUN_ID} is Cancelling", "cancelled")
+
+
+def test_the_grace_and_the_start_timeout_are_strict_bounds() -> None:
+    at_grace = NOW - timedelta(seconds=300)
+    assert isinstance(verdict(run("RUNNING"), stopped(at=at_grace)), Wait)
+    assert isinstance(verdict(run("RUNNING"), stopped(at=at_grace - timedelta(seconds=1))), Repair)
+    created = {"createdAt": NOW - timedelta(seconds=600)}
+    assert verdict(run("PENDING"), task("PENDING", **created), start_timeout=600.0) == Fine()
+    # Any positive start timeout counts, a fraction of a second too.
+    young = {"createdAt": NOW - timedelta(seconds=1)}
+    assert isinstance(verdict(run("PENDING"), task("PROVISIONING", **young), start_timeout=0.5), StopTask)
+
+
+def test_no_watched_clusters_means_every_cluster_of_the_account() -> None:
+    assert Scope.of(ACCOUNT, []) == Scope(ACCOUNT, None)
+    assert Scope.of(ACCOUNT, ["not an arn"]) == Scope(ACCOUNT, frozenset())
+    ref = task_of(PID)
+    assert ref is not None
+    assert Scope.of(ACCOUNT, []).watches(ref)
+    assert not Scope.of(ACCOUNT, ["not an arn"]).watches(ref)
+
+
+def test_sweep_event_ids_never_change_between_releases() -> None:
+    # Replicas of two versions of the observer, and a sweep after an upgrade, must agree on them.
+    assert sweep_event_id(TASK, 7) == uuid.UUID("e558ab51-61b2-549e-9b00-db1db8e67f97")
+    assert sweep_event_id(TASK, None) == uuid.UUID("189ce317-7e08-5f7f-a742-e6772cd820b1")
+
+
+def test_an_observation_is_the_whole_change_its_event_would_have_been() -> None:
+    definition = "arn:aws:ecs:us-east-1:123456789012:task-definition/flow:3"
+    view = replace(
+        stopped(version=7, stopCode="EssentialContainerExited", stoppedReason="Essential container in task exited"),
+        cluster_arn=CLUSTER,
+        task_definition_arn=definition,
+    )
+    other_run = uuid.uuid4()
+    assert observation(view, NOW, other_run) == TaskStateChange(
+        event_id=sweep_event_id(TASK, 7),
+        task_arn=TASK,
+        task_id="0123456789abcdef0123456789abcdef",
+        region="us-east-1",
+        cluster=CLUSTER,
+        cluster_arn=CLUSTER,
+        task_definition_arn=definition,
+        last_status="STOPPED",
+        version=7,
+        occurred=LONG,
+        flow_run_id_override=other_run,
+        emitted=NOW,
+        stop=Stop(
+            "EssentialContainerExited", "Essential container in task exited", (Container("prefect", 1, None),), True
+        ),
+        source="sweep",
+    )
+    # The task's own override wins over the run the sweep read; a task not stopped has no stop.
+    assert observation(replace(view, flow_run_id_override=RUN_ID), NOW, other_run).flow_run_id_override == RUN_ID
+    assert observation(view, NOW).flow_run_id_override is None
+    assert observation(task(), NOW).stop is None
+
+
+def test_view_of_reads_every_field_describe_tasks_gives() -> None:
+    definition = "arn:aws:ecs:us-east-1:123456789012:task-definition/flow:3"
+    env = [{"name": "OTHER", "value": "x"}, "junk", {"name": "PREFECT__FLOW_RUN_ID", "value": str(RUN_ID)}]
+    view = view_of(
+        {
+            "taskArn": TASK,
+            "lastStatus": "STOPPED",
+            "desiredStatus": "STOPPED",
+            "version": "-3",
+            "clusterArn": CLUSTER,
+            "taskDefinitionArn": definition,
+            "createdAt": "2026-12-02T11:00:00Z",
+            "startedAt": datetime(2026, 12, 2, 13, 1, tzinfo=timezone(timedelta(hours=2))),
+            "stoppedAt": "2026-12-02T11:02:00",
+            "stopCode": "EssentialContainerExited",
+            "stoppedReason": "Essential container in task exited",
+            "containers": [{"name": "prefect", "exitCode": 0}],
+            "overrides": {"containerOverrides": ["junk", {"environment": env}]},
+            "tags": [{"key": "prefect.io/flow-run-id", "value": str(RUN_ID)}, {"key": "empty"}],
+        }
+    )
+    assert view == TaskView(
+        task_arn=TASK,
+        task_id="0123456789abcdef0123456789abcdef",
+        region="us-east-1",
+        last_status="STOPPED",
+        desired_status="STOPPED",
+        version=-3,
+        tags=view.tags if view is not None else {},
+        cluster_arn=CLUSTER,
+        task_definition_arn=definition,
+        created_at=datetime(2026, 12, 2, 11, 0, tzinfo=UTC),
+        started_at=datetime(2026, 12, 2, 11, 1, tzinfo=UTC),
+        stopped_at=datetime(2026, 12, 2, 11, 2, tzinfo=UTC),
+        stop_code="EssentialContainerExited",
+        stopped_reason="Essential container in task exited",
+        containers=(Container("prefect", 0, None),),
+        flow_run_id_override=RUN_ID,
+    )
+    assert view is not None
+    assert dict(view.tags) == {"prefect.io/flow-run-id": str(RUN_ID), "empty": ""}
+    empty = view_of({"taskArn": TASK, "clusterArn": "", "stoppedReason": 7, "version": "X3", "lastStatus": None})
+    assert empty is not None
+    assert (empty.cluster_arn, empty.stopped_reason, empty.version, empty.last_status) == (None, None, None, "")
+    not_ours = {"containerOverrides": [{"environment": [{"name": "OTHER", "value": str(RUN_ID)}]}]}
+    assert view_of({"taskArn": TASK, "overrides": not_ours}).flow_run_id_override is None  # type: ignore[union-attr]

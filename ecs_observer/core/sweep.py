@@ -65,6 +65,7 @@ class TaskRef:
     """The task an `infrastructure_pid` names. `cluster` is as DescribeTasks takes it (name or ARN)."""
 
     task_arn: str
+    task_id: str
     region: str
     account: str
     cluster: str
@@ -83,7 +84,7 @@ def task_of(pid: str | None) -> TaskRef | None:
     name = named["name"] if named is not None else cluster
     if arn["cluster"] is not None and arn["cluster"] != name:
         return None  # a pid that contradicts itself is nobody's to act on
-    return TaskRef(task, arn["region"], arn["account"], cluster, name)
+    return TaskRef(task, arn["task_id"], arn["region"], arn["account"], cluster, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ def judge(
         return since is not None and (now - since).total_seconds() > rules.grace
 
     state = run.state.type
-    task_id = ref.task_arn.rsplit("/", 1)[-1]
+    task_id = ref.task_id
     if answer is None:
         if state not in ACTIVE:
             return Fine()
