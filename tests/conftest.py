@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def own_prefect(tmp_path: Path) -> Iterator[PrefectServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A machine whose local time is not UTC, where a naive timestamp read as local would be 9 hours off."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def pytest_configure(config: pytest.Config) -> None:

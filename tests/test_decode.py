@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -287,16 +285,6 @@ def test_emitted_is_the_envelope_time_in_utc_milliseconds() -> None:
     assert change.emitted == datetime(2020, 1, 23, 17, 57, 59, 123000, tzinfo=UTC)
     assert change.emitted.tzinfo is UTC
     assert change.occurred == WHEN
-
-
-@pytest.fixture
-def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A machine whose local time is not UTC, where a naive timestamp read as local would be 9 hours off."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.mark.usefixtures("tokyo")

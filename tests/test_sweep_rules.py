@@ -421,3 +421,21 @@ def test_view_of_reads_every_field_describe_tasks_gives() -> None:
     assert (empty.cluster_arn, empty.stopped_reason, empty.version, empty.last_status) == (None, None, None, "")
     not_ours = {"containerOverrides": [{"environment": [{"name": "OTHER", "value": str(RUN_ID)}]}]}
     assert view_of({"taskArn": TASK, "overrides": not_ours}).flow_run_id_override is None  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("tokyo")
+def test_describe_tasks_times_are_utc_whatever_the_machine_s_time_zone() -> None:
+    view = view_of(
+        {
+            "taskArn": TASK,
+            "createdAt": datetime(2026, 12, 2, 11, 0),  # naive: UTC, not Tokyo's 11:00
+            "startedAt": datetime(2026, 12, 2, 20, 1, tzinfo=timezone(timedelta(hours=9))),
+            "stoppedAt": "2026-12-02T11:02:00Z",
+        }
+    )
+    assert view is not None
+    assert view.created_at == datetime(2026, 12, 2, 11, 0, tzinfo=UTC)
+    assert view.started_at is not None
+    assert view.started_at.utcoffset() == timedelta(0)
+    assert view.started_at == datetime(2026, 12, 2, 11, 1, tzinfo=UTC)
+    assert view.stopped_at == datetime(2026, 12, 2, 11, 2, tzinfo=UTC)

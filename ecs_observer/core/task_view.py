@@ -147,7 +147,7 @@ def _time(value: object) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
         try:
-            return _time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+            return _time(datetime.fromisoformat(value))
         except ValueError:
             return None
     return None
