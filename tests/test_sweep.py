@@ -131,7 +131,10 @@ async def test_a_lost_stopped_event_is_repaired_as_the_event_would_have_done(
     sweep: Sweep, prefect: PrefectServer, aws: AwsClients
 ) -> None:
     run_id, arn = await sweep.run_on_task(prefect, "RUNNING")
-    sweep.ecs.views[arn] = failed(1, version=9)
+    # It stopped after its run became Running (Prefect takes no state dated in the past): the sweep's clock
+    # then moves past the grace.
+    sweep.ecs.views[arn] = failed(1, version=9, ago=-0.05)
+    sweep.clock.advance(6)
     await sweep.stop_in_moto(arn)
     async with running(sweep.observer):
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "repaired"
@@ -149,7 +152,7 @@ async def test_a_lost_stopped_event_is_repaired_as_the_event_would_have_done(
         # The run is final now: the next sweep finds nothing to do.
         assert UUID(run_id) not in await sweep.sweeper.sweep()
         # EventBridge's own copy of that change, late: the same version, acknowledged, forwarded once.
-        late = state_change(arn, "STOPPED", 9, datetime.now(UTC) - timedelta(minutes=10), exit_code=1)
+        late = state_change(arn, "STOPPED", 9, datetime.now(UTC), exit_code=1)
         await send(aws, sweep.queue_url, [json.dumps(late)])
         assert await until(lambda: _done(sweep.stats, deduplicated=1))
     assert len(prefect.events([resource])) == 1
@@ -162,7 +165,8 @@ async def _done(stats: Stats, **counts: int) -> bool:
 
 async def test_a_clean_exit_the_run_never_reported_is_crashed_saying_so(sweep: Sweep, prefect: PrefectServer) -> None:
     run_id, arn = await sweep.run_on_task(prefect, "PENDING")
-    sweep.ecs.views[arn] = failed(0, version=5)
+    sweep.ecs.views[arn] = failed(0, version=5, ago=-0.05)
+    sweep.clock.advance(6)
     await sweep.stop_in_moto(arn)
     async with running(sweep.observer):
         assert (await sweep.sweeper.sweep())[UUID(run_id)] == "repaired"
@@ -359,3 +363,47 @@ async def test_three_transient_start_failures_in_a_row_reschedule_twice_then_cra
 
 async def _changed(prefect: PrefectServer, run_id: str, since: str) -> bool:
     return last(prefect, run_id)[0] != since
+
+
+class _OneClusterGone:
+    """DescribeTasks refused for one cluster for good (deleted, or not granted); the other answered."""
+
+    def __init__(self, gone: str) -> None:
+        self.gone = gone
+
+    async def describe(self, region: str, cluster: str | None, task_arns: Any) -> dict[str, Any]:
+        if cluster is not None and cluster.endswith(f"/{self.gone}"):
+            raise RuntimeError("ClusterNotFoundException: Cluster not found.")
+        return dict.fromkeys(task_arns)  # MISSING
+
+
+class _NoRepairs:
+    async def observe(self, change: Any, tags: Any) -> Any:
+        raise AssertionError("nothing to repair")
+
+    async def propose(self, run_id: UUID, task_arn: str, proposal: Any) -> str | None:
+        return "ACCEPT"
+
+
+async def test_a_cluster_ecs_will_not_describe_skips_its_runs_and_the_sweep_goes_on() -> None:
+    from ecs_observer.app.demo.runs import MemoryFlowRuns
+
+    prefix = f"arn:aws:ecs:us-east-1:{ACCOUNT}"
+    gone, kept = uuid.uuid4(), uuid.uuid4()
+    runs = MemoryFlowRuns([gone, kept], now=lambda: datetime.now(UTC) - timedelta(hours=1))
+    runs.pids[gone] = f"{prefix}:cluster/gone::{prefix}:task/gone/{uuid.uuid4().hex}"
+    runs.pids[kept] = f"{prefix}:cluster/kept::{prefix}:task/kept/{uuid.uuid4().hex}"
+    stats = Stats()
+    config = replace(CONFIG, backoff=Backoff(0.01, 0.02))
+    sweeper = Sweeper(
+        _NoRepairs(),
+        runs,
+        _OneClusterGone("gone"),
+        MemoryTaskState(10),
+        stats,
+        config,
+        Scope(ACCOUNT),
+    )
+    first = await sweeper.sweep()
+    assert first == {gone: "skipped:undescribable", kept: "waiting"}
+    assert stats.sweeps == 1

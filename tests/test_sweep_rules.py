@@ -329,7 +329,7 @@ def test_the_grace_and_the_start_timeout_are_strict_bounds() -> None:
 
 
 def test_no_watched_clusters_means_every_cluster_of_the_account() -> None:
-    assert Scope.of(ACCOUNT, []) == Scope(ACCOUNT, None)
+    assert Scope.of(ACCOUNT, []) == Scope(ACCOUNT, None, None)
     assert Scope.of(ACCOUNT, ["not an arn"]) == Scope(ACCOUNT, frozenset())
     ref = task_of(PID)
     assert ref is not None
@@ -439,3 +439,19 @@ def test_describe_tasks_times_are_utc_whatever_the_machine_s_time_zone() -> None
     assert view.started_at.utcoffset() == timedelta(0)
     assert view.started_at == datetime(2026, 12, 2, 11, 1, tzinfo=UTC)
     assert view.stopped_at == datetime(2026, 12, 2, 11, 2, tzinfo=UTC)
+
+
+def test_a_run_that_entered_its_state_after_its_task_stopped_is_a_new_attempt_left_alone() -> None:
+    # Retried or rescheduled, Pending again, its worker not yet naming the new task: the old stop is history.
+    assert verdict(run("PENDING", since=JUST), stopped(at=LONG)) == Wait(
+        "flow run entered Pending after task 0123456789abcdef0123456789abcdef stopped"
+    )
+    assert isinstance(verdict(run("PENDING", since=LONG - timedelta(seconds=1)), stopped(at=LONG)), Repair)
+
+
+def test_without_watched_clusters_only_the_observers_own_region_is_judged() -> None:
+    here, there = Scope.of(ACCOUNT, [], "us-east-1"), Scope.of(ACCOUNT, [], "eu-west-1")
+    assert isinstance(judge(run("RUNNING"), here, None, LONG, NOW, RULES), Crash)
+    assert judge(run("RUNNING"), there, None, LONG, NOW, RULES) == Skip("not-watched")
+    # Watched clusters name their regions themselves.
+    assert isinstance(judge(run("RUNNING"), Scope.of(ACCOUNT, [CLUSTER], "eu-west-1"), None, LONG, NOW, RULES), Crash)

@@ -161,7 +161,8 @@ async def run_service(settings: Settings) -> Observer:
         )
         sweeper = None
         if settings.sweeps():
-            scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters())
+            region = queue_region(settings, queue.url) or clients.default_region()
+            scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters(), region)
             sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
         if settings.health_port:
             health = HealthServer(stats, observer.health, settings.health_port)

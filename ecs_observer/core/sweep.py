@@ -90,23 +90,27 @@ def task_of(pid: str | None) -> TaskRef | None:
 @dataclass(frozen=True, slots=True)
 class Scope:
     """The tasks this observer may judge: its own account's, and, when set, the watched clusters only
-    (as (region, account, cluster name))."""
+    (as (region, account, cluster name)); else those of its own region, when known (one observer per
+    region, each with its own queue, table and grants, must not act on another's)."""
 
     account: str | None
     clusters: frozenset[tuple[str, str, str]] | None = None
+    region: str | None = None
 
     def watches(self, ref: TaskRef) -> bool:
         if self.account is None or ref.account != self.account:
             return False
-        return self.clusters is None or (ref.region, ref.account, ref.cluster_name) in self.clusters
+        if self.clusters is None:
+            return self.region is None or ref.region == self.region
+        return (ref.region, ref.account, ref.cluster_name) in self.clusters
 
     @staticmethod
-    def of(account: str | None, cluster_arns: list[str]) -> Scope:
+    def of(account: str | None, cluster_arns: list[str], region: str | None = None) -> Scope:
         clusters = set()
         for arn in cluster_arns:
             if (found := _CLUSTER_ARN.match(arn)) is not None:
                 clusters.add((found["region"], found["account"], found["name"]))
-        return Scope(account, frozenset(clusters) if cluster_arns else None)
+        return Scope(account, frozenset(clusters) if cluster_arns else None, region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +212,12 @@ def judge(
     if answer.stopped:
         if state not in ACTIVE:
             return Fine()
-        if not held(answer.stopped_at or first_seen):
+        stopped = answer.stopped_at or first_seen
+        if run.state_since > stopped:
+            # The run entered its state after the task stopped (a retry, a reschedule picked up): a new
+            # attempt whose worker has not yet named its new task. The old stop is not this attempt's.
+            return Wait(f"flow run entered {run.state.name or state} after task {task_id} stopped")
+        if not held(stopped):
             return Wait(f"task {task_id} stopped")
         return Repair(answer)
     stopping = answer.desired_status == "STOPPED"

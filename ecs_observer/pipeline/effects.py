@@ -181,13 +181,27 @@ class Effects:
 
         async def decide() -> None:
             nonlocal note
+            # Read again under the claim: a handler that held it before may have rescheduled the run, and
+            # the worker started it on another task since.
+            fresh = (await self._runs.states([effect.run_id])).get(effect.run_id)
+            if fresh is None:
+                return
             plan = plan_retry(cause, await self._runs.reschedules(effect.run_id), self._retry, datetime.now(UTC))
-            proposal = propose(change, forward.diagnosis, current, plan)
-            if proposal is not None:
-                answer = await self._propose(effect.run_id, change, proposal)
-                if plan is not None and answer == "ACCEPT":
-                    self._stats.reschedules += 1
+            proposal = propose(change, forward.diagnosis, fresh, plan)
+            if proposal is None:
+                return
+            answer = await self._propose(effect.run_id, change, proposal)
             note = retry_note(cause, plan, self._retry)
+            if plan is None:
+                return
+            if answer == "ACCEPT":
+                self._stats.reschedules += 1
+                return
+            # Prefect would not reschedule it: Crashed after all, rather than a run left as it was.
+            crash = propose(change, forward.diagnosis, fresh)
+            if crash is not None:
+                await self._propose(effect.run_id, change, crash)
+            note = f"Not rescheduled ({cause}): Prefect answered {answer} to AwaitingRetry."
 
         await self._once(change, "run-state", decide)
         return note

@@ -165,10 +165,8 @@ class Observer:
         change from the queue. `tags`: the task's, as the sweep's DescribeTasks answered them."""
         described = self._tags.learn(change.task_arn, tags)
         record = (await self._store.load([change.task_arn])).get(change.task_arn)
-        outcome = await self._apply(await self._policy.decide(change, record, described))
-        if isinstance(outcome, Ack):
-            self._count(outcome)
-        return outcome
+        # Not counted as a message's outcome: the sweep counts its runs (`Stats.reconciled`).
+        return await self._apply(await self._policy.decide(change, record, described))
 
     async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
         """A sweep's proposal for a run whose task is gone: made only while the run is still active on that
@@ -186,7 +184,7 @@ class Observer:
         if effects is not None:
             await asyncio.shield(effects)
         settled = settle(decision, refused)
-        if isinstance(settled, Ack) and decision.event is not None:
+        if isinstance(settled, Ack) and decision.event is not None and decision.change.source == "event":
             latency = (datetime.now(UTC) - decision.change.emitted).total_seconds()
             self.stats.forward_latency.observe(max(0.0, latency))
         return settled

@@ -81,15 +81,18 @@ class Sweeper:
         """Sweep every interval while this replica holds the lease (the first sweep at once), until cancelled.
         A replica without it looks again four times an interval, so that it takes over within two."""
         while True:
-            if await self._store.lease(LEASE, self._owner, 1.5 * self._interval):
-                try:
+            try:
+                held = await self._lease()
+                if held:
                     await self.sweep()
-                except Exception as exc:  # the next sweep tries again; nothing is lost meanwhile
-                    self._stats.sweep_failures += 1
-                    log.warning("sweep failed; the next one in %g s tries again: %s", self._interval, exc)
-                await asyncio.sleep(self._interval)
-            else:
-                await asyncio.sleep(self._interval / 4)
+            except Exception as exc:  # the next sweep tries again; nothing is lost meanwhile
+                held = True
+                self._stats.sweep_failures += 1
+                log.warning("sweep failed; the next one in %g s tries again: %s", self._interval, exc)
+            await asyncio.sleep(self._interval if held else self._interval / 4)
+
+    async def _lease(self) -> bool:
+        return await self._store.lease(LEASE, self._owner, 1.5 * self._interval)
 
     async def sweep(self) -> dict[UUID, str]:
         """One sweep: every run judged and its verdict carried out; each run's outcome, counted and answered."""
@@ -112,6 +115,10 @@ class Sweeper:
             verdicts.append((run, judge(run, self._scope, answer, first, now, self._rules)))
         self._first_seen = seen
         outcomes: dict[UUID, str] = {}
+        if self._interval > 0 and not await self._lease():
+            # Reading took so long that the lease lapsed and another replica holds it: it acts, not this one.
+            log.warning("sweep: the lease passed to another replica while reading; leaving the actions to it")
+            return outcomes
         limit = asyncio.Semaphore(_CONCURRENT_ACTIONS)
 
         async def act(run: RunToReconcile, verdict: Verdict) -> None:
@@ -144,8 +151,13 @@ class Sweeper:
                     return await self._describer.describe(region, cluster, chunk)
 
                 what = f"sweep: DescribeTasks for {len(chunk)} task(s) of cluster {cluster} in {region}"
-                found = await self._backoff.call("describe_tasks", describe, limit=6, what=what)
-                self._stats.described_tasks += len(chunk)
+                try:
+                    found = await self._backoff.call("describe_tasks", describe, limit=6, what=what)
+                except Exception as exc:  # one cluster ECS will not describe (gone, denied) is not the sweep's end
+                    log.warning("%s failed; its runs are skipped this sweep: %s", what, exc)
+                    found = dict.fromkeys(chunk, DescribeFailure(str(exc)))
+                else:
+                    self._stats.described_tasks += len(chunk)
                 answers.update(found)
         return answers
 

@@ -112,13 +112,14 @@ class TagLookup:
     def cached(self, task_arn: str) -> TaskTags | None:
         return self._cache.get(task_arn)
 
-    def learn(self, task_arn: str, tags: Mapping[str, str]) -> TaskTags:
-        """Tags a sweep's DescribeTasks answered, for the task's observation. Kept for the task's later
-        changes only when there are Prefect tags: a stopped task may have lost its own (StopTask deletes
-        them), and "none" from such an answer would make its late events look not Prefect's."""
+    def learn(self, task_arn: str, tags: Mapping[str, str]) -> TaskTags | None:
+        """Tags a sweep's DescribeTasks answered, for the task's observation, and kept for its later changes;
+        None when there are no Prefect tags: a stopped task may have lost its own (StopTask deletes them),
+        and what is known of it (the cache, the shared record) is then asked as for any change."""
         found = prefect_tags(tags)
-        if found.tags:
-            self._cache[task_arn] = found
+        if not found.tags:
+            return None
+        self._cache[task_arn] = found
         return found
 
     async def tags_for(self, change: TaskStateChange, record: TaskRecord | None = None) -> TaskTags:
