@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed
 
-.PHONY: demo test lint lint-infra typecheck pytest bench mutation clean
+.PHONY: demo test lint lint-infra typecheck pytest simulate bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q -n 2
 
 test: lint lint-infra typecheck pytest
+
+# The deterministic simulation (tests/sim, docs/reliability.md) on SEEDS seeds from START in JOBS processes:
+# runs per minute, the faults exercised, and for each failing seed the one command that replays it.
+SEEDS ?= 1000
+START ?= 0
+JOBS ?= 2
+simulate: $(STAMP)
+	PYTHONHASHSEED=0 $(BIN)/python -m tests.sim --seeds $(SEEDS) --start $(START) --jobs $(JOBS)
 
 # Mutation testing of the pure core against its pure tests ([tool.mutmut] in pyproject.toml); about 3 minutes.
 # Not part of `make test`: it prints a score to read (docs/reliability.md), not a pass or a fail.

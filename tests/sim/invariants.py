@@ -1,0 +1,213 @@
+"""What must hold of a run, as a user of Prefect and of the queue would see it.
+
+`on_delete` is checked at each deletion; `at_end` once the run is over. Each
+answers `Violation`s; none is a pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+from uuid import UUID
+
+from ecs_observer.core.run_states import FINAL, INFRASTRUCTURE_PENDING
+
+from .queue import Stored
+from .scenario import Delivery, Scenario, TaskPlan
+from .world import Violation, World
+
+__all__ = ["at_end", "expected_history", "on_delete"]
+
+
+def _effects_apply(task: TaskPlan) -> bool:
+    """The run exists and its orchestration accepts what is proposed: its states are predictable."""
+    return task.run_id is not None and task.run_known and task.run_answer == "ACCEPT"
+
+
+def expected_history(task: TaskPlan) -> list[str]:
+    """The run's state names once the task's whole life was observed, as README.md says."""
+    kind, name = task.run_state
+    history = [name]
+    if kind == "PENDING":
+        history.append(INFRASTRUCTURE_PENDING)
+    if kind == "CANCELLING":
+        history.append("Cancelled")
+    elif kind in ("PENDING", "RUNNING") and task.failed:
+        history.append("Crashed")
+    return history
+
+
+def _stored_for(world: World, ids: set[UUID]) -> list[UUID]:
+    return [i for i in ids if i in world.prefect.events]
+
+
+def on_delete(world: World, stored: Stored) -> list[Violation]:
+    """A message goes only once its event is accepted and its effects answered."""
+    delivery = world.delivery(stored.message_id)
+    if delivery is None or delivery.event_id is None or delivery.task_arn is None or delivery.version is None:
+        return []
+    task = world.task(delivery.task_arn)
+    if task.run_id is None:
+        return []
+    found: list[Violation] = []
+    what = f"message {stored.message_id[:8]} (task {task.task_id[:8]} v{delivery.version})"
+    if delivery.event_id in world.scenario.invalid_events:
+        return [Violation("refused events stay in the queue", f"{what} deleted though Prefect refused its event")]
+    if delivery.event_id not in world.prefect.events:
+        others = world.known_ids()[(task.arn, delivery.version)] - {delivery.event_id}
+        if not others:
+            found.append(Violation("deleted only once answered", f"{what} deleted before Prefect had its event"))
+        return found  # a duplicate of the same change under another id: that one's message carries the effects
+    run = world.prefect.runs.get(task.run_id) if _effects_apply(task) else None
+    if run is None:
+        return found
+    status = task.statuses[delivery.version - 1]
+    names = [state.name for state, _ in run.history]
+    placing = status in ("PROVISIONING", "PENDING") and task.run_state[0] == "PENDING"
+    if placing and INFRASTRUCTURE_PENDING not in names and run.state.type == "PENDING":
+        found.append(Violation("deleted only once answered", f"{what} deleted before InfrastructurePending"))
+    if status == "STOPPED" and (task.failed or task.run_state[0] == "CANCELLING"):
+        expected = expected_history(task)[-1]
+        if run.state.name != expected:
+            found.append(Violation("deleted only once answered", f"{what} deleted with the run {run.state.name}"))
+        if task.failed and not _diagnoses(world, task):
+            found.append(Violation("deleted only once answered", f"{what} deleted before its diagnosis was written"))
+    return found
+
+
+def _diagnoses(world: World, task: TaskPlan) -> int:
+    run = world.prefect.runs.get(task.run_id) if task.run_id else None
+    if run is None:
+        return 0
+    return sum(log.message.startswith(f"ECS task {task.task_id} stopped:") for log in run.logs)
+
+
+def _crash_log_posts(world: World, task: TaskPlan) -> int:
+    run = world.prefect.runs.get(task.run_id) if task.run_id else None
+    return sum(log.message.startswith("The last ") for log in run.logs) if run else 0
+
+
+def at_end(world: World) -> list[Violation]:
+    scenario = world.scenario
+    found: list[Violation] = []
+    found += _queue(world)
+    found += _events(world, scenario)
+    found += _runs(world, scenario)
+    for replica in world.replicas:
+        if replica.life.alive and replica.stats.in_flight != 0:
+            found.append(Violation("memory bounded", f"{replica.name} still holds {replica.stats.in_flight} in flight"))
+    return found
+
+
+def _queue(world: World) -> list[Violation]:
+    found = []
+    for stored in world.queue.messages.values():
+        delivery = world.delivery(stored.message_id)
+        if stored.deleted_at is None and not stored.dead:
+            found.append(Violation("nothing stuck", f"message {stored.message_id[:8]} never finished"))
+        elif stored.dead and delivery is not None and not _may_dead_letter(world, delivery, stored):
+            found.append(
+                Violation("nothing good dead-lettered", f"message {stored.message_id[:8]}: {delivery.body[:80]}")
+            )
+    return found
+
+
+def _may_dead_letter(world: World, delivery: Delivery, stored: Stored) -> bool:
+    if delivery.event_id is None:
+        return delivery.body.startswith("{not")  # broken on purpose
+    if delivery.event_id in world.scenario.invalid_events:
+        return True
+    return world.queue.duplicates.get(stored.message_id, 0) > 0  # SQS's duplicates used up its receives
+
+
+def _worn_out(world: World, key: tuple[str, int]) -> bool:
+    """A message of this change went to the dead-letter queue on receives SQS's duplicates used up."""
+    return any(
+        world.queue.messages[d.message_id].dead and world.queue.duplicates.get(d.message_id, 0) > 0
+        for d in world.scenario.deliveries
+        if (d.task_arn, d.version) == key
+    )
+
+
+def _event_task(event: dict[str, Any]) -> str:
+    return str(event["resource"]["ecs.taskArn"])
+
+
+def _events(world: World, scenario: Scenario) -> list[Violation]:
+    found = []
+    ids = world.known_ids()
+    of_id = {i: key for key, values in ids.items() for i in values}
+    stored = world.prefect.events
+    for event_id, event in stored.items():
+        key = of_id.get(event_id)
+        task = world.task(_event_task(event))
+        if key is None or task.run_id is None:
+            found.append(Violation("no event for a task not Prefect's", f"event {event_id} of {_event_task(event)}"))
+    per_version = Counter(of_id[i] for i in stored if i in of_id)
+    for key, values in ids.items():
+        task = world.task(key[0])
+        if task.run_id is None:
+            continue
+        count = per_version.get(key, 0)
+        if count > 1 and not (scenario.faults.kills and not scenario.shared):  # memory lost in the crash
+            found.append(Violation("each change once", f"task {task.task_id[:8]} v{key[1]}: {count} events"))
+        elif count == 0 and not values & scenario.invalid_events and not _worn_out(world, key):
+            found.append(Violation("every event Prefect should have", f"task {task.task_id[:8]} v{key[1]} missing"))
+    for event_id, event in stored.items():
+        key = of_id.get(event_id)
+        if key is None:
+            continue
+        arn, version = key
+        raw = event.get("follows")
+        follows = UUID(raw) if raw else None
+        before = ids.get((arn, version - 1), set())
+        earlier = set().union(*(ids.get((arn, v), set()) for v in range(1, version)))
+        if version == 1:
+            ok = follows is None
+        elif scenario.exact:
+            kept = _stored_for(world, before)
+            ok = follows in kept if kept else follows in before
+        else:
+            ok = follows is None or follows in earlier
+        if not ok:
+            task = world.task(arn)
+            found.append(
+                Violation(
+                    "follows", f"task {task.task_id[:8]} v{version}: follows {follows}, previous {sorted(before)}"
+                )
+            )
+    return found
+
+
+def _runs(world: World, scenario: Scenario) -> list[Violation]:
+    found = []
+    killed = bool(scenario.faults.kills)
+    for task in scenario.tasks:
+        if task.run_id is None or not task.run_known:
+            continue
+        run = world.prefect.runs[task.run_id]
+        names = [state.name for state, _ in run.history]
+        what = f"run of task {task.task_id[:8]} ({task.run_state[1]}, {task.stop})"
+        expected = expected_history(task) if task.run_answer == "ACCEPT" else [task.run_state[1]]
+        if names[-1] != expected[-1]:
+            found.append(Violation("flow run ends true to its task", f"{what}: {names}, expected {expected}"))
+        elif scenario.exact and scenario.replicas == 1 and names != expected:
+            found.append(Violation("proposals in version order", f"{what}: {names}, expected {expected}"))
+        if any(state.type in FINAL for state, _ in run.history[:-1]):
+            found.append(Violation("proposals in version order", f"{what}: left a final state: {names}"))
+        diagnoses, wanted = _diagnoses(world, task), int(task.failed)
+        if diagnoses != wanted and not (killed and wanted and diagnoses >= 1):
+            found.append(Violation("diagnosis once per task", f"{what}: {diagnoses} diagnosis logs"))
+        posts = _crash_log_posts(world, task)
+        expected_posts = int(task.failed and task.logs and task.run_state[0] == "PENDING")
+        if posts > 1 or (posts and not expected_posts):  # best effort: at most once, and only when called for
+            found.append(Violation("crash logs once per task", f"{what}: {posts} posts, expected {expected_posts}"))
+    deregistered = Counter(world.ecs.deregistered)
+    for task in scenario.tasks:
+        wanted = int(task.run_id is not None and task.deregister and not task.tags_gone)
+        got = deregistered.get(task.definition_arn, 0)
+        # Best effort: a task ECS showed MISSING too long counts as gone, its tags unknown, and is kept.
+        unsure = scenario.faults.ecs_missing_for > 0 or scenario.faults.ecs_denied > 0
+        if (got > 1 and not killed) or (got and not wanted) or (got < wanted and not unsure):
+            found.append(Violation("deregistered once per task", f"task {task.task_id[:8]}: {got} times"))
+    return found

@@ -1,0 +1,152 @@
+"""One simulated run: the scenario's world, its replicas driven through it in virtual time, then the checks.
+
+`simulate(seed)` is all a caller needs: it answers an `Outcome`, and the same
+seed always answers the same one (`digest` says so in one word).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .clock import Deadlock, VirtualClock, VirtualLoop, reading
+from .invariants import at_end, on_delete
+from .scenario import Scenario, draw
+from .world import Replica, Violation, World
+
+__all__ = ["LIMIT", "Outcome", "replay_command", "simulate"]
+
+LIMIT = 4 * 3600.0  # virtual seconds a run may take before what is left counts as stuck
+_TICK = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    seed: int
+    scenario: str  # one line: its shape, replicas, sizes
+    violations: tuple[Violation, ...]
+    faults: tuple[tuple[str, int], ...]  # the faults that happened, with how often
+    virtual_seconds: float
+    digest: str  # of everything Prefect, SQS and ECS hold at the end: equal for equal runs
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def replay_command(seed: int) -> str:
+    return f"PYTHONHASHSEED=0 .venv/bin/python -m tests.sim --seed {seed} --verbose"
+
+
+def simulate(seed: int, scenario: Scenario | None = None, tweak: Callable[[World], None] | None = None) -> Outcome:
+    scenario = scenario or draw(seed)
+    clock = VirtualClock()
+    loop = VirtualLoop(clock)
+    loop.set_exception_handler(lambda loop, context: None)  # a killed replica's tasks die unawaited
+    logging.disable(logging.CRITICAL)  # the observer's warnings are the faults working: counted instead
+    state = random.getstate()
+    random.seed(seed)  # the retry jitter (stamina) draws from the global generator
+    world = World.of(scenario, clock)
+    if tweak is not None:
+        tweak(world)
+    try:
+        with reading(clock):
+            try:
+                loop.run_until_complete(_drive(world))
+            except Deadlock as exc:
+                world.violate("no deadlock", str(exc))
+            _collect(world, loop)
+    finally:
+        random.setstate(state)
+        logging.disable(logging.NOTSET)
+        loop.close()
+    violations = tuple(world.violations) + tuple(at_end(world))
+    return Outcome(
+        seed,
+        describe(scenario),
+        violations,
+        tuple(sorted(world.faults.exercised.items())),
+        clock.now,
+        _digest(world),
+    )
+
+
+def _collect(world: World, loop: asyncio.AbstractEventLoop) -> None:
+    """End what killed replicas left hanging, so that nothing is left running when the loop closes."""
+    for replica in world.replicas:
+        replica.life.end()
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    if left:
+        loop._steps_left = 100_000  # type: ignore[attr-defined]
+        with contextlib.suppress(Deadlock):
+            loop.run_until_complete(asyncio.wait(left, timeout=60.0))
+
+
+def describe(scenario: Scenario) -> str:
+    prefect = sum(t.run_id is not None for t in scenario.tasks)
+    return (
+        f"{scenario.shape}: {prefect} Prefect task(s), {len(scenario.tasks) - prefect} other(s), "
+        f"{len(scenario.deliveries)} message(s), {scenario.replicas} replica(s)"
+        f"{' sharing the state table' if scenario.shared else ''}, {len(scenario.faults.kills)} kill(s), "
+        f"max_in_flight {scenario.config.max_in_flight}, {'exact' if scenario.exact else 'gaps allowed'}"
+    )
+
+
+async def _drive(world: World) -> None:
+    scenario, loop = world.scenario, asyncio.get_running_loop()
+    world.queue.on_delete = lambda stored: world.violations.extend(on_delete(world, stored))
+    running: dict[str, asyncio.Task[None]] = {}
+
+    def start() -> None:
+        replica = world.start_replica()
+        running[replica.name] = asyncio.create_task(replica.observer.run())
+
+    for _ in range(scenario.replicas):
+        start()
+    for delivery in scenario.deliveries:
+        loop.call_at(delivery.at, world.queue.send, delivery.message_id, delivery.body)
+    for at in scenario.faults.kills:
+        loop.call_at(at, _kill, world, start)
+    last = max([d.at for d in scenario.deliveries] + [k + scenario.faults.restart_after for k in scenario.faults.kills])
+    while loop.time() <= last or not world.queue.settled():
+        if loop.time() > LIMIT:
+            world.violate("finishes", f"messages still unfinished after {LIMIT:.0f} virtual seconds")
+            break
+        await asyncio.sleep(_TICK)
+    live = [r for r in world.replicas if r.life.alive]
+    for replica in live:
+        replica.observer.stop("the run is over")
+    done, _ = await asyncio.wait([running[r.name] for r in live], timeout=120.0)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            world.violate("stops cleanly", repr(task.exception()))
+    if len(done) < len(live):
+        world.violate("stops cleanly", f"{len(live) - len(done)} replica(s) did not stop within 120 s")
+
+
+def _kill(world: World, start: Callable[[], None]) -> None:
+    """SIGKILL a live replica; another, with empty memory, starts `restart_after` later."""
+    live: list[Replica] = [r for r in world.replicas if r.life.alive]
+    if not live:
+        return
+    victim = world.faults.rng.choice(live)
+    victim.life.kill()
+    world.faults.exercised["process: a replica killed and restarted"] += 1
+    asyncio.get_running_loop().call_later(world.scenario.faults.restart_after, start)
+
+
+def _digest(world: World) -> str:
+    parts = [repr(sorted((str(k), str(v)) for k, v in world.prefect.events.items()))]
+    for run_id in sorted(world.prefect.runs):
+        run = world.prefect.runs[run_id]
+        parts.append(repr(([s.name for s, _ in run.history], [log.message for log in run.logs])))
+    parts.append(repr(sorted((m.message_id, m.deleted_at, m.dead, m.receives) for m in world.queue.messages.values())))
+    parts.append(repr(sorted(world.faults.exercised.items())))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

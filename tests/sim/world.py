@@ -1,0 +1,152 @@
+"""The simulated services of one run, set up as the scenario says, and the replicas plugged into them."""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.core.run_states import RunState
+from ecs_observer.pipeline.observer import Observer
+from ecs_observer.ports import TaskStateStore
+from ecs_observer.support.stats import Stats
+
+from .clock import EPOCH, VirtualClock
+from .ecs import EcsTask, EcsView, SimEcs
+from .faults import Faults
+from .life import Life
+from .prefect import PrefectView, SimPrefect, SimRun
+from .queue import QueueView, SimQueue
+from .scenario import CLUSTER_ARN, STOPS, Delivery, Scenario, TaskPlan
+from .store import SharedStore, StoreView
+
+__all__ = ["Replica", "Violation", "World"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """An invariant that did not hold: which, and what was seen."""
+
+    invariant: str
+    detail: str
+
+
+@dataclass
+class Replica:
+    """One observer process: its life, and what it was given."""
+
+    name: str
+    life: Life
+    observer: Observer
+    stats: Stats
+
+
+@dataclass(eq=False)
+class World:
+    scenario: Scenario
+    clock: VirtualClock
+    faults: Faults
+    queue: SimQueue
+    ecs: SimEcs
+    store: SharedStore
+    prefect: SimPrefect
+    violations: list[Violation] = field(default_factory=list)
+    replicas: list[Replica] = field(default_factory=list)
+
+    @staticmethod
+    def of(scenario: Scenario, clock: VirtualClock) -> World:
+        faults = Faults(scenario.faults, random.Random(scenario.seed * 7919 + 1))
+        world = World(
+            scenario,
+            clock,
+            faults,
+            SimQueue(faults, scenario.max_receive),
+            SimEcs(faults, clock),
+            SharedStore(faults, clock),
+            SimPrefect(faults, clock),
+        )
+        denial = scenario.faults.ecs_denied
+        for plan in scenario.tasks:
+            started = (plan.start - EPOCH).total_seconds()
+            world.ecs.add(
+                EcsTask(
+                    arn=plan.arn,
+                    task_id=plan.task_id,
+                    region="us-east-1",
+                    cluster_arn=CLUSTER_ARN,
+                    definition_arn=plan.definition_arn,
+                    tags=plan.tags,
+                    statuses=[(plan.occurred(v), s, v) for v, s in enumerate(plan.statuses, start=1)],
+                    exit_code=STOPS[plan.stop][1],
+                    stop_code=STOPS[plan.stop][0],
+                    started=started,
+                    gone=plan.tags_gone,
+                    denied_until=max(started, 0.0) + 60.0 if faults.happens("ecs: task denied", denial) else 0.0,
+                )
+            )
+            if plan.logs:
+                world.ecs.definitions_logging.add(plan.definition_arn)
+            if plan.run_id is not None and plan.run_known:
+                world.prefect.runs[plan.run_id] = SimRun(
+                    plan.run_id,
+                    plan.run_answer,
+                    [(RunState(*plan.run_state, plan.arn), "")],
+                    plan.start,
+                    f"prefect::{plan.arn}",
+                )
+        world.prefect.invalid = set(scenario.invalid_events)
+        return world
+
+    def violate(self, invariant: str, detail: str) -> None:
+        self.violations.append(Violation(invariant, detail))
+
+    def start_replica(self) -> Replica:
+        """A new observer process, with empty memory, plugged in as app/service.py plugs in the real adapters."""
+        name = f"replica-{len(self.replicas)}"
+        life = Life(name)
+        stats = Stats()
+        config = self.scenario.config
+        store: TaskStateStore = (
+            StoreView(self.store, life) if self.scenario.shared else MemoryTaskState(config.cache_size)
+        )
+
+        def received(count: int) -> None:
+            if life.alive and stats.in_flight + count > config.max_in_flight:
+                self.violate("in-flight bound", f"{name}: {stats.in_flight} + {count} > {config.max_in_flight}")
+
+        ecs, prefect = EcsView(self.ecs, life), PrefectView(self.prefect, life)
+        observer = Observer(
+            QueueView(self.queue, life, received),
+            ecs,
+            store,
+            prefect,
+            config,
+            stats,
+            prefect,
+            ecs,
+            ecs,
+        )
+        replica = Replica(name, life, observer, stats)
+        self.replicas.append(replica)
+        return replica
+
+    def delivery(self, message_id: str) -> Delivery | None:
+        return self._deliveries().get(message_id)
+
+    def task(self, task_arn: str) -> TaskPlan:
+        return next(t for t in self.scenario.tasks if t.arn == task_arn)
+
+    @functools.cache  # noqa: B019 (one world per run)
+    def _deliveries(self) -> dict[str, Delivery]:
+        return {d.message_id: d for d in self.scenario.deliveries}
+
+    @functools.cache  # noqa: B019 (one world per run)
+    def known_ids(self) -> dict[tuple[str, int], set[UUID]]:
+        """Every event id that carries each (task, version)."""
+        ids: dict[tuple[str, int], set[UUID]] = {}
+        for d in self.scenario.deliveries:
+            if d.event_id is not None and d.task_arn is not None and d.version is not None:
+                ids.setdefault((d.task_arn, d.version), set()).add(d.event_id)
+        return ids
