@@ -14,7 +14,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .clock import Deadlock, VirtualClock, VirtualLoop, reading
+from ecs_observer.core.task_view import sweep_event_id
+
+from .clock import EPOCH, Deadlock, VirtualClock, VirtualLoop, reading
 from .invariants import at_end, on_delete
 from .scenario import Scenario, draw
 from .world import Replica, Violation, World
@@ -66,6 +68,11 @@ def simulate(seed: int, scenario: Scenario | None = None, tweak: Callable[[World
         logging.disable(logging.NOTSET)
         loop.close()
     violations = tuple(world.violations) + tuple(at_end(world))
+    lost = [t for t in scenario.tasks if t.stop_lost]
+    if lost:
+        repaired = sum(_repaired(world, t.arn, len(t.statuses)) for t in lost)
+        world.faults.exercised["sweep: a STOPPED event lost"] += len(lost)
+        world.faults.exercised["sweep: a lost STOPPED repaired"] += repaired
     return Outcome(
         seed,
         describe(scenario),
@@ -89,6 +96,10 @@ def _collect(world: World, loop: asyncio.AbstractEventLoop) -> None:
             loop.run_until_complete(asyncio.wait(left, timeout=60.0))
 
 
+def _repaired(world: World, task_arn: str, version: int) -> bool:
+    return sweep_event_id(task_arn, version) in world.prefect.events
+
+
 def describe(scenario: Scenario) -> str:
     prefect = sum(t.run_id is not None for t in scenario.tasks)
     return (
@@ -96,6 +107,7 @@ def describe(scenario: Scenario) -> str:
         f"{len(scenario.deliveries)} message(s), {scenario.replicas} replica(s)"
         f"{' sharing the state table' if scenario.shared else ''}, {len(scenario.faults.kills)} kill(s), "
         f"max_in_flight {scenario.config.max_in_flight}, {'exact' if scenario.exact else 'gaps allowed'}"
+        f"{', sweeping' if scenario.sweeps else ''}"
     )
 
 
@@ -106,7 +118,7 @@ async def _drive(world: World) -> None:
 
     def start() -> None:
         replica = world.start_replica()
-        running[replica.name] = asyncio.create_task(replica.observer.run())
+        running[replica.name] = asyncio.create_task(_run(replica))
 
     for _ in range(scenario.replicas):
         start()
@@ -115,6 +127,9 @@ async def _drive(world: World) -> None:
     for at in scenario.faults.kills:
         loop.call_at(at, _kill, world, start)
     last = max([d.at for d in scenario.deliveries] + [k + scenario.faults.restart_after for k in scenario.faults.kills])
+    if scenario.sweeps:  # a lost STOPPED is repaired a grace after it, by a sweep within two intervals
+        stops = [(t.occurred(len(t.statuses)) - EPOCH).total_seconds() for t in scenario.tasks]
+        last = max(last, *stops) + scenario.config.sweep_grace + 3 * scenario.config.sweep_interval
     while loop.time() <= last or not world.queue.settled():
         if loop.time() > LIMIT:
             world.violate("finishes", f"messages still unfinished after {LIMIT:.0f} virtual seconds")
@@ -129,6 +144,19 @@ async def _drive(world: World) -> None:
             world.violate("stops cleanly", repr(task.exception()))
     if len(done) < len(live):
         world.violate("stops cleanly", f"{len(live) - len(done)} replica(s) did not stop within 120 s")
+
+
+async def _run(replica: Replica) -> None:
+    """The replica's receive loops, and its sweep beside them (as app/service.py runs them)."""
+    if replica.sweeper is None:
+        await replica.observer.run()
+        return
+    sweeping = asyncio.create_task(replica.sweeper.run())
+    try:
+        await replica.observer.run()
+    finally:
+        sweeping.cancel()
+        await asyncio.gather(sweeping, return_exceptions=True)
 
 
 def _kill(world: World, start: Callable[[], None]) -> None:

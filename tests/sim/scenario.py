@@ -24,6 +24,7 @@ __all__ = ["Delivery", "Scenario", "TaskPlan", "draw"]
 
 REGION = "us-east-1"
 ACCOUNT = "111122223333"
+FOREIGN_ACCOUNT = "999999999999"  # a task of another account: never the observer's to act on
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prefect"
 SHORT_LIFECYCLE = ("PROVISIONING", "PENDING", "STOPPED")  # a task that never got to run
 
@@ -35,6 +36,15 @@ STOPS: dict[str, tuple[str, int | None, dict[str, Any] | None]] = {
         "EssentialContainerExited",
         137,
         {"containers": [{"name": "prefect", "exitCode": 137, "reason": "OutOfMemoryError: Container killed"}]},
+    ),
+    "capacity": (  # a transient start failure: rescheduled (AwaitingRetry) while the run has retries left
+        "TaskFailedToStart",
+        None,
+        {
+            "stopCode": "TaskFailedToStart",
+            "stoppedReason": "Capacity is unavailable at this time. Please try again later",
+            "containers": [],
+        },
     ),
     "failed-to-start": (
         "TaskFailedToStart",
@@ -58,6 +68,7 @@ class TaskPlan:
     run_known: bool  # Prefect has the run
     deregister: bool  # tagged for task-definition clean-up
     logs: bool  # its definition logs with awslogs
+    stop_lost: bool = False  # its STOPPED event never reaches the queue: only a sweep can see it
 
     @property
     def failed(self) -> bool:
@@ -103,7 +114,12 @@ class Scenario:
     tasks: tuple[TaskPlan, ...]
     deliveries: tuple[Delivery, ...]
     invalid_events: frozenset[UUID]  # events Prefect refuses (422)
+    foreign_run: UUID | None = None  # a run whose task is another account's: the sweep must leave it alone
     max_receive: int = 5
+
+    @property
+    def sweeps(self) -> bool:
+        return self.config.sweep_interval > 0
 
     @property
     def exact(self) -> bool:
@@ -111,7 +127,7 @@ class Scenario:
         unrecorded stays hidden until its visibility timeout), and every message fits in flight at once
         (else a predecessor may wait in the queue longer than the reorder window)."""
         room = self.config.max_in_flight - self.config.receivers * 10
-        # Found by seed 23: replicas that each retry a task ECS cannot describe yet learn its tags on their
+        # Found by a seed: replicas that each retry a task ECS cannot describe yet learn its tags on their
         # own retry schedule, not from the one that succeeded first, and a change waiting meanwhile on that
         # one outlasts the reorder window. Not promised (docs/reliability.md), so not asserted.
         denied_on_replicas = self.replicas > 1 and self.faults.ecs_denied > 0
@@ -127,12 +143,16 @@ def _uuid(rng: random.Random) -> UUID:
     return UUID(int=rng.getrandbits(128), version=4)
 
 
-def _task(rng: random.Random, n: int, prefect: bool, start: datetime) -> TaskPlan:
+def _task(rng: random.Random, n: int, prefect: bool, start: datetime, sweep: bool) -> TaskPlan:
     task_id = _uuid(rng).hex
-    stop = rng.choice(("clean", "clean", "exit-1", "oom", "failed-to-start"))
-    statuses: tuple[str, ...] = SHORT_LIFECYCLE if stop == "failed-to-start" else FARGATE_LIFECYCLE
-    if stop != "failed-to-start" and rng.random() < 0.2:
+    stop = rng.choice(("clean", "clean", "exit-1", "oom", "failed-to-start", "capacity"))
+    short = stop in ("failed-to-start", "capacity")
+    statuses: tuple[str, ...] = SHORT_LIFECYCLE if short else FARGATE_LIFECYCLE
+    if not short and rng.random() < 0.2:
         statuses = ("PROVISIONING", "PENDING", "RUNNING", "STOPPED")
+    if sweep and not short and rng.random() < 0.15:
+        statuses = FARGATE_LIFECYCLE[:4]  # still running when the run ends: healthy, for the sweep to leave be
+    running = statuses[-1] != "STOPPED"
     run_state = rng.choices(
         [
             ("PENDING", "Pending"),
@@ -141,7 +161,7 @@ def _task(rng: random.Random, n: int, prefect: bool, start: datetime) -> TaskPla
             ("COMPLETED", "Completed"),
             ("PAUSED", "Paused"),
         ],
-        weights=[60, 15, 10, 8, 7],
+        weights=[60, 15, 10, 8, 7] if not running else [70, 30, 0, 0, 0],
     )[0]
     return TaskPlan(
         arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/prefect/{task_id}",
@@ -150,12 +170,13 @@ def _task(rng: random.Random, n: int, prefect: bool, start: datetime) -> TaskPla
         statuses=statuses,
         start=start + timedelta(seconds=rng.uniform(0, 30) + 3 * n),
         stop=stop,
-        tags_gone=prefect and rng.random() < 0.1,
+        tags_gone=prefect and rng.random() < 0.1 and not running,
         run_state=run_state,
         run_answer=rng.choices(["ACCEPT", "REJECT", "ABORT", "WAIT"], weights=[85, 5, 5, 5])[0],
         run_known=rng.random() < 0.95,
         deregister=rng.random() < 0.3,
         logs=rng.random() < 0.7,
+        stop_lost=sweep and prefect and not running and rng.random() < 0.3,
     )
 
 
@@ -185,8 +206,9 @@ def draw(seed: int) -> Scenario:
     # A backlog's changes occurred minutes before the observer starts; a trickle's as it runs.
     start = EPOCH - timedelta(minutes=rng.choice((2, 10))) if shape == "backlog" else EPOCH + timedelta(seconds=1)
     prefect_count = rng.randint(1, 8)
-    tasks = [_task(rng, n, True, start) for n in range(prefect_count)]
-    tasks += [_task(rng, prefect_count + n, False, start) for n in range(rng.randint(0, 3))]
+    sweep = rng.random() < 0.5
+    tasks = [_task(rng, n, True, start, sweep) for n in range(prefect_count)]
+    tasks += [_task(rng, prefect_count + n, False, start, sweep) for n in range(rng.randint(0, 3))]
     deliveries: list[Delivery] = []
     invalid: set[UUID] = set()
     faults = FaultPlan.draw(rng, replicas)
@@ -200,6 +222,8 @@ def draw(seed: int) -> Scenario:
     for task in tasks:
         for version in range(1, len(task.statuses) + 1):
             event_id = _uuid(rng)
+            if task.stop_lost and version == len(task.statuses):
+                continue  # lost: a misconfigured rule, an observer down longer than the queue keeps messages
             body = _body(task, version, event_id)
             if shape == "backlog":
                 at = rng.uniform(0.0, 0.5)
@@ -226,6 +250,8 @@ def draw(seed: int) -> Scenario:
         reorder_window=2.0,
         backoff=Backoff(rng.choice((0.1, 0.5)), rng.choice((5.0, 30.0))),
         drain_timeout=25.0,
+        sweep_interval=20.0 if sweep else 0.0,
+        sweep_grace=30.0,
     )
     return Scenario(
         seed=seed,
@@ -237,4 +263,5 @@ def draw(seed: int) -> Scenario:
         tasks=tuple(tasks),
         deliveries=tuple(deliveries),
         invalid_events=frozenset(invalid),
+        foreign_run=_uuid(rng) if sweep else None,
     )

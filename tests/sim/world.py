@@ -9,7 +9,10 @@ from uuid import UUID
 
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.core.run_states import RunState
+from ecs_observer.core.sweep import Scope
+from ecs_observer.core.task_view import sweep_event_id
 from ecs_observer.pipeline.observer import Observer
+from ecs_observer.pipeline.sweep import Sweeper
 from ecs_observer.ports import TaskStateStore
 from ecs_observer.support.stats import Stats
 
@@ -19,7 +22,7 @@ from .faults import Faults
 from .life import Life
 from .prefect import PrefectView, SimPrefect, SimRun
 from .queue import QueueView, SimQueue
-from .scenario import CLUSTER_ARN, STOPS, Delivery, Scenario, TaskPlan
+from .scenario import ACCOUNT, CLUSTER_ARN, FOREIGN_ACCOUNT, STOPS, Delivery, Scenario, TaskPlan
 from .store import SharedStore, StoreView
 
 __all__ = ["Replica", "Violation", "World"]
@@ -41,6 +44,7 @@ class Replica:
     life: Life
     observer: Observer
     stats: Stats
+    sweeper: Sweeper | None = None
 
 
 @dataclass(eq=False)
@@ -97,6 +101,12 @@ class World:
                     f"prefect::{plan.arn}",
                 )
         world.prefect.invalid = set(scenario.invalid_events)
+        if scenario.foreign_run is not None:
+            arn = f"arn:aws:ecs:us-east-1:{FOREIGN_ACCOUNT}:task/prefect/{scenario.foreign_run.hex}"
+            state = RunState("RUNNING", "Running", arn)
+            world.prefect.runs[scenario.foreign_run] = SimRun(
+                scenario.foreign_run, "ACCEPT", [(state, "")], EPOCH, f"prefect::{arn}"
+            )
         return world
 
     def violate(self, invariant: str, detail: str) -> None:
@@ -128,7 +138,11 @@ class World:
             ecs,
             ecs,
         )
-        replica = Replica(name, life, observer, stats)
+        sweeper = None
+        if self.scenario.sweeps:
+            scope = Scope.of(ACCOUNT, [CLUSTER_ARN])
+            sweeper = Sweeper(observer, prefect, ecs, store, stats, config, scope, ecs)
+        replica = Replica(name, life, observer, stats, sweeper)
         self.replicas.append(replica)
         return replica
 
@@ -149,4 +163,8 @@ class World:
         for d in self.scenario.deliveries:
             if d.event_id is not None and d.task_arn is not None and d.version is not None:
                 ids.setdefault((d.task_arn, d.version), set()).add(d.event_id)
+        for task in self.scenario.tasks:
+            last = len(task.statuses)
+            if self.scenario.sweeps and task.statuses[-1] == "STOPPED":  # the sweep's STOPPED of a lost one
+                ids.setdefault((task.arn, last), set()).add(sweep_event_id(task.arn, last))
         return ids
