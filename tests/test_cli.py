@@ -247,7 +247,20 @@ def test_demo_prints_a_timeline_per_task_with_the_states_it_would_set() -> None:
     assert "stopped: the container ran out of memory and was killed; exit code 137" in out
     assert "  why      out-of-memory: raise the task's or the container's memory" in out
     assert "  logs     the container's last 3 line(s) posted, ending 'Killed'" in out
-    assert "flow runs in memory" in result.stderr
+    # The demo speaks first: the timeline, then one summary line; no moto warnings, no log lines.
+    assert all(line.startswith(("task ", "  ")) for line in out.splitlines()), out
+    (summary,) = result.stderr.strip().splitlines()
+    assert summary.startswith("demo: received ")
+    assert "flow runs in memory" in summary
+
+
+def test_the_demo_logs_name_runs_as_the_timeline_does() -> None:
+    result = cli("demo", "--log-level", "INFO", timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    proposals = [line for line in result.stderr.splitlines() if "proposed (task" in line]
+    assert proposals, result.stderr
+    assert all("flow run demo-run-" in line for line in proposals), proposals
+    assert "moto" not in result.stderr
 
 
 def test_demo_json_prints_the_raw_chained_events() -> None:

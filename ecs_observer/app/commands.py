@@ -97,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only the service logs JSON on stdout (for CloudWatch); the other commands keep stdout for their
     # output (events, check lines, dead letters) and log as text on stderr unless asked otherwise.
     log_format = args.log_format or (settings.log_format if args.command == "run" else "text")
-    configure_logging(log_format, settings.log_level)
+    # The demo speaks first: its timeline and summary, with only warnings logged unless asked otherwise.
+    quiet = args.command == "demo" and "log_level" not in settings.model_fields_set
+    configure_logging(log_format, "WARNING" if quiet else settings.log_level)
     try:
         if args.command == "run":
             from .service import run_service

@@ -171,7 +171,7 @@ class Effects:
             return current, None
         if forward.retry_cause is not None and proposal.type == "CRASHED":
             return current, await self._reschedule(forward, effect, current, forward.retry_cause)
-        await self._propose(effect.run_id, forward.change, proposal)
+        await self._propose(forward, effect.run_id, proposal)
         return current, None
 
     async def _reschedule(self, forward: Forward, effect: KeepRunTrue, current: RunState, cause: str) -> str | None:
@@ -190,7 +190,7 @@ class Effects:
             proposal = propose(change, forward.diagnosis, fresh, plan)
             if proposal is None:
                 return
-            answer = await self._propose(effect.run_id, change, proposal)
+            answer = await self._propose(forward, effect.run_id, proposal)
             note = retry_note(cause, plan, self._retry)
             if plan is None:
                 return
@@ -200,19 +200,21 @@ class Effects:
             # Prefect would not reschedule it: Crashed after all, rather than a run left as it was.
             crash = propose(change, forward.diagnosis, fresh)
             if crash is not None:
-                await self._propose(effect.run_id, change, crash)
+                await self._propose(forward, effect.run_id, crash)
             note = f"Not rescheduled ({cause}): Prefect answered {answer} to AwaitingRetry."
 
         await self._once(change, "run-state", decide)
         return note
 
-    async def _propose(self, run_id: UUID, change: TaskStateChange, proposal: Proposal) -> str:
+    async def _propose(self, forward: Forward, run_id: UUID, proposal: Proposal) -> str:
+        change = forward.change
         answer = await self._runs.propose(run_id, proposal)
         self._stats.state_proposals[answer] += 1
         if proposal.name == INFRASTRUCTURE_PENDING and answer in ("ACCEPT", "ABORT", "REJECT"):
             self._placed[(run_id, change.task_arn)] = True
         level = logging.INFO if answer == "ACCEPT" else logging.DEBUG
-        log.log(level, "flow run %s: %s proposed (task %s): %s", run_id, proposal.name, change.task_id, answer)
+        shown = _run_name(forward, run_id)
+        log.log(level, "flow run %s: %s proposed (task %s): %s", shown, proposal.name, change.task_id, answer)
         return answer
 
     async def propose_while_on(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
@@ -309,3 +311,11 @@ class Effects:
             task.cancel()
         await asyncio.gather(*self._tails.values(), return_exceptions=True)
         await self._reads.close()
+
+
+def _run_name(forward: Forward, run_id: UUID) -> str:
+    """The run as the demo's timeline and Prefect's UI name it (its tag), with its id."""
+    related = forward.event.related if forward.event is not None else ()  # none for a sweep's observation
+    run = next((r for r in related if r.get("prefect.resource.role") == "flow-run"), {})
+    name = run.get("prefect.resource.name")
+    return f"{name} ({run_id})" if name else str(run_id)

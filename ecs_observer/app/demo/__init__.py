@@ -21,6 +21,7 @@ import logging
 import random
 import sys
 import uuid
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -78,7 +79,7 @@ async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 4, u
     except ImportError:
         print("ecs-observer demo needs moto: pip install 'ecs-observer[demo]'", file=sys.stderr)
         return 2
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _quiet_moto()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -190,6 +191,14 @@ async def _sweep(
     finally:
         observer.stop("the demo's sweeps are done")
         await running
+
+
+def _quiet_moto() -> None:
+    """The demo speaks first: moto's notes on the template resources it does not emulate (queue policy,
+    alarms) and its server's request lines are moto's business, not the reader's."""
+    for name in ("moto", "werkzeug"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"Tried to parse .* not supported by moto", category=UserWarning)
 
 
 class _Both:
