@@ -58,6 +58,7 @@ async def test_throttling_is_retried_and_never_means_no_tags(aws: AwsClients) ->
     assert [f.tags["prefect.io/flow-run-id"] for f in found] == [t.run_id for t in tasks]
     assert describer.batches == [3, 3, 3, 3]  # one call for all three tasks, retried as one
     assert stats.describe_calls == 4
+    assert stats.described_tasks == 3  # the throttled calls described nothing
 
 
 async def test_lookups_of_one_cluster_share_calls_and_answers_are_cached(aws: AwsClients) -> None:
@@ -84,11 +85,13 @@ async def test_task_unknown_to_ecs_is_reported_gone(aws: AwsClients) -> None:
     body = json.loads(json.dumps(task.events[0]).replace(task.arn, gone_arn))
     gone = decode(json.dumps(body))
     assert isinstance(gone, TaskStateChange)
-    lookup = TagLookup(EcsDescriber(aws), MemoryTaskState(1000), Stats(), linger=0.01)
+    stats = Stats()
+    lookup = TagLookup(EcsDescriber(aws), MemoryTaskState(1000), stats, linger=0.01)
     known, unknown = await asyncio.gather(lookup.tags_for(change), lookup.tags_for(gone))
     assert known.described
     assert not unknown.described
     assert not unknown.tags
+    assert stats.described_tasks == 1  # ECS named the other MISSING: asked about, never described
 
 
 async def test_cache_is_bounded(aws: AwsClients) -> None:

@@ -29,7 +29,7 @@ _COUNTERS = {
     "invalid_events": ("events_invalid", "Events the Prefect API refused as invalid"),
     "deleted": ("messages_deleted", "Messages deleted from the queue"),
     "describe_calls": ("describe_tasks_calls", "ECS DescribeTasks calls"),
-    "described_tasks": ("described_tasks", "Tasks named in ECS DescribeTasks calls"),
+    "described_tasks": ("described_tasks", "Tasks ECS described (not MISSING or failed)"),
     "tag_cache_hits": ("tag_cache_hits", "Tag lookups answered from the cache"),
     "shared_tag_hits": ("shared_tag_hits", "Tag lookups answered by the shared task state (another replica)"),
     "run_logs": ("flow_run_log_posts", "Flow-run log posts: diagnoses and crash logs"),

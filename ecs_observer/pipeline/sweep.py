@@ -157,7 +157,7 @@ class Sweeper:
                     log.warning("%s failed; its runs are skipped this sweep: %s", what, exc)
                     found = dict.fromkeys(chunk, DescribeFailure(str(exc)))
                 else:
-                    self._stats.described_tasks += len(chunk)
+                    self._stats.described_tasks += sum(isinstance(view, TaskView) for view in found.values())
                 answers.update(found)
         return answers
 

@@ -229,8 +229,10 @@ class TagLookup:
 
         async def describe() -> Mapping[str, TaskView | DescribeFailure | None]:
             self._stats.describe_calls += 1
-            self._stats.described_tasks += len(arns)
-            return await self._describer.describe(region, cluster, arns)
+            answer = await self._describer.describe(region, cluster, arns)
+            # Only the tasks ECS described: not those of a failed call, nor MISSING or failed ones.
+            self._stats.described_tasks += sum(isinstance(view, TaskView) for view in answer.values())
+            return answer
 
         what = f"DescribeTasks for {len(arns)} task(s) of cluster {cluster or 'default'} in {region}"
         try:

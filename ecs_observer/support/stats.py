@@ -40,7 +40,7 @@ class Stats:
     invalid_events: int = 0  # events the Prefect API refused as invalid (422)
     deleted: int = 0
     describe_calls: int = 0
-    described_tasks: int = 0  # tasks named in DescribeTasks calls, retries included
+    described_tasks: int = 0  # tasks ECS described (not MISSING, not failed, not in a failed call)
     tag_cache_hits: int = 0
     shared_tag_hits: int = 0  # tags another replica described, read from the shared task state
     run_logs: int = 0  # flow-run log posts (diagnoses, crash logs)
