@@ -360,3 +360,31 @@ async def test_operator_errors_are_one_line_and_exit_2(aws: AwsClients, tmp_path
         taken = prefect | {"ECS_OBSERVER_QUEUE_URL": queue_url, "ECS_OBSERVER_HEALTH_PORT": port}
         one_line(cli("run", env=taken), "ECS_OBSERVER_HEALTH_PORT", f"cannot serve /healthz on {port}")
     one_line(cli("translate", str(tmp_path / "nothing.json")), "cannot read", "nothing.json")
+
+
+def test_version_and_each_commands_help_lists_only_the_settings_it_uses() -> None:
+    from ecs_observer.app.settings import Settings
+
+    version = cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == "ecs-observer 0.1.0"
+
+    def flags(*command: str) -> set[str]:
+        text = cli(*command, "--help").stdout
+        return {name for name in Settings.model_fields if f"--{name.replace('_', '-')} VALUE" in text}
+
+    queue = {"queue_url", "queue_name", "queue_region"}
+    assert flags("dlq", "show") == flags("dlq", "redrive") == queue
+    assert flags("check") == queue | {
+        "prefect_api_url",
+        "prefect_api_key",
+        "prefect_api_auth_string",
+        "watched_clusters",
+        "state_table",
+        "flow_run_states",
+        "crash_log_lines",
+    }
+    assert flags("run") == set(Settings.model_fields) - {"log_format", "log_level"}
+    run_help = " ".join(cli("run", "--help").stdout.split())
+    assert "[ECS_OBSERVER_RECEIVERS; default 4]" in run_help
+    assert "[ECS_OBSERVER_FLOW_RUN_STATES; default true]" in run_help

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from ..core.ecs_event import Ignored, Rejected, decode
@@ -21,14 +22,37 @@ __all__ = ["main"]
 _SECRET_FIELDS = {"prefect_api_key", "prefect_api_auth_string"}
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+# The settings each command but `run` (all of them) uses: the dead-letter commands find the queue, nothing
+# else; `check` probes what `run` will call.
+_QUEUE_SETTINGS = ("queue_url", "queue_name", "queue_region")
+_CHECK_SETTINGS = (
+    *_QUEUE_SETTINGS,
+    "prefect_api_url",
+    "prefect_api_key",
+    "prefect_api_auth_string",
+    "watched_clusters",
+    "state_table",
+    "flow_run_states",
+    "crash_log_lines",
+    "sweep_interval",
+    "stop_cancelled",
+    "stop_orphans",
+    "start_timeout",
+)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """A flag per setting the command uses (`names`; default: all), its variable and default in its help."""
     group = parser.add_argument_group("settings (each also read from its environment variable)")
     for name, field in Settings.model_fields.items():
-        if name in ("log_format", "log_level"):
+        if name in ("log_format", "log_level") or (names is not None and name not in names):
             continue
-        env = _env_var(name)
-        kind = "secret; prefer the environment" if name in _SECRET_FIELDS else ""
-        help_text = f"{field.description or ''} [{env}{'; ' + kind if kind else ''}]"
+        notes = [_env_var(name)]
+        if field.default is not None:
+            notes.append(f"default {str(field.default).lower() if isinstance(field.default, bool) else field.default}")
+        if name in _SECRET_FIELDS:
+            notes.append("secret; prefer the environment")
+        help_text = f"{field.description or ''} [{'; '.join(notes)}]"
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE", help=help_text)
 
 
@@ -43,11 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="ecs-observer",
         description="Forwards AWS ECS task state changes of Prefect flow runs to the Prefect events API.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the observer service until SIGTERM/SIGINT")
     _add_settings_flags(run)
     check = commands.add_parser("check", help="check configuration, queue, DescribeTasks permission and Prefect API")
-    _add_settings_flags(check)
+    _add_settings_flags(check, _CHECK_SETTINGS)
     tr = commands.add_parser(
         "translate", help="print the Prefect event the observer would forward for one EventBridge event"
     )
@@ -66,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_show = dlq_commands.add_parser("show", help="list dead letters with the reason the observer rejects each")
     dlq_show.add_argument("--limit", type=int, default=1000, help="list at most this many (default 1000)")
-    _add_settings_flags(dlq_show)
+    _add_settings_flags(dlq_show, _QUEUE_SETTINGS)
     dlq_redrive = dlq_commands.add_parser("redrive", help="move dead letters back to the source queue")
-    _add_settings_flags(dlq_redrive)
+    _add_settings_flags(dlq_redrive, _QUEUE_SETTINGS)
     demo = commands.add_parser("demo", help="run the observer on an embedded moto with a few Prefect-tagged tasks")
     demo.add_argument(
         "--prefect-api-url",
@@ -77,9 +102,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the raw Prefect events as JSON lines instead")
     for sub in (run, check, tr, health, dlq_show, dlq_redrive, demo):
-        sub.add_argument("--log-format", choices=["json", "text"], default=None, help="log format (default json)")
-        sub.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+        fmt = "json lines on stdout" if sub is run else "text on stderr"
+        level = "WARNING" if sub is demo else "INFO"
+        sub.add_argument(
+            "--log-format",
+            choices=["json", "text"],
+            default=None,
+            help=f"log format [ECS_OBSERVER_LOG_FORMAT; default {fmt}]",
+        )
+        sub.add_argument(
+            "--log-level",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            default=None,
+            help=f"log level [ECS_OBSERVER_LOG_LEVEL; default {level}]",
+        )
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ecs-observer")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from .settings import ConfigError
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
 
-__all__ = ["DeadLetterQueue", "DlqEntry", "find_dead_letter_queue", "format_entries", "why_rejected"]
+__all__ = ["DeadLetterQueue", "DlqEntry", "DlqListing", "find_dead_letter_queue", "format_entries", "why_rejected"]
 
 log = logging.getLogger("ecs_observer.dlq")
 _BATCH = 10
@@ -42,6 +42,15 @@ class DlqEntry:
     first_received: datetime | None
     receive_count: int
     reason: str
+
+
+@dataclass(frozen=True)
+class DlqListing:
+    """The messages listed, and how many the queue held (SQS's approximate count), so that a listing cut
+    short by `--limit` says what it left out."""
+
+    entries: list[DlqEntry]
+    total: int
 
 
 def why_rejected(body: str) -> str:
@@ -61,8 +70,9 @@ class DeadLetterQueue:
     source_url: str
     source_arn: str
 
-    async def show(self, limit: int = 1000) -> list[DlqEntry]:
+    async def show(self, limit: int = 1000) -> DlqListing:
         """Up to `limit` messages, left in the queue and visible again afterwards."""
+        total = await self._depth(hidden=True)
         entries: list[DlqEntry] = []
         handles: list[str] = []
         empty = 0
@@ -103,7 +113,7 @@ class DeadLetterQueue:
                         for i, h in enumerate(handles[start : start + _BATCH])
                     ],
                 )
-        return entries[:limit]
+        return DlqListing(entries[:limit], max(total, len(entries)))
 
     async def redrive(self, progress: bool) -> int:
         """Move every message back to the source queue; answers how many were moved."""
@@ -115,9 +125,13 @@ class DeadLetterQueue:
                 log.info("SQS message move task unavailable (%s); moving by receive, send and delete", exc)
             return await self._copy(bar)
 
-    async def _depth(self) -> int:
-        attrs = await self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(attrs.get("Attributes", {}).get("ApproximateNumberOfMessages", "0"))
+    async def _depth(self, *, hidden: bool = False) -> int:
+        """Messages waiting (with `hidden`, those received by someone else too)."""
+        names: list[Any] = ["ApproximateNumberOfMessages"]
+        if hidden:
+            names.append("ApproximateNumberOfMessagesNotVisible")
+        attrs = (await self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)).get("Attributes", {})
+        return sum(int(attrs.get(name, "0")) for name in names)
 
     async def _move_task(self, bar: tqdm[Any]) -> int:
         await self.sqs.start_message_move_task(SourceArn=self.arn, DestinationArn=self.source_arn)
@@ -178,8 +192,12 @@ async def find_dead_letter_queue(sqs: SQSClient, source_url: str) -> DeadLetterQ
     return DeadLetterQueue(sqs, dlq_url, dlq_arn, source_url, attrs["QueueArn"])
 
 
-def format_entries(entries: list[DlqEntry], emit: Callable[[str], None]) -> None:
-    for entry in entries:
+def format_entries(listing: DlqListing, emit: Callable[[str], None]) -> None:
+    for entry in listing.entries:
         when = entry.first_received.isoformat(timespec="seconds") if entry.first_received else "?"
         emit(f"{entry.message_id}  first received {when}  receives {entry.receive_count}  {entry.reason}")
-    emit(f"{len(entries)} message(s) in the dead-letter queue")
+    shown = len(listing.entries)
+    if shown < listing.total:
+        emit(f"{shown} of {listing.total} message(s) in the dead-letter queue shown (raise --limit for more)")
+    else:
+        emit(f"{shown} message(s) in the dead-letter queue")

@@ -65,6 +65,10 @@ async def test_show_lists_each_dead_letter_with_the_reason_and_leaves_it(aws: Aw
     assert "decodes as a task state change" in text
     assert all(" receives " in line and "first received 20" in line for line in lines[:-1])
     assert await depth(aws, dlq_url) == (3, 0)  # still there, visible
+    code, out, _ = await cli("dlq", "show", "--limit", "1", queue_url=queue_url)
+    assert code == 0
+    assert out.strip().splitlines()[-1] == "1 of 3 message(s) in the dead-letter queue shown (raise --limit for more)"
+    assert len(out.strip().splitlines()) == 2
 
 
 async def test_redrive_moves_everything_back(aws: AwsClients) -> None:
