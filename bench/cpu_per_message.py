@@ -1,4 +1,5 @@
-"""CPU per message, in process: the real decode, tags, chain, translate and serialize path.
+"""CPU per message, in process: the real decode and decision (the observer's `Policy`: tags, chain, event)
+and serialize path.
 
 In-memory adapters stand in for ECS and the chain store; nothing else is faked.
 Beside each figure it prints the floor: `json.loads` plus `json.dumps` of the
@@ -22,9 +23,11 @@ from typing import Any
 
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, described, state_change
+from ecs_observer.core.decision import Forward
 from ecs_observer.core.ecs_event import TaskStateChange, decode
 from ecs_observer.core.task_view import TaskView
-from ecs_observer.core.translate import PrefectEvent, translate
+from ecs_observer.pipeline.config import ObserverConfig
+from ecs_observer.pipeline.policy import Policy
 from ecs_observer.pipeline.sequencer import Sequencer
 from ecs_observer.pipeline.tags import TagLookup
 from ecs_observer.support.stats import Stats
@@ -94,18 +97,16 @@ async def observer_path(bodies: list[str], tags: dict[str, dict[str, str]]) -> f
     """Seconds of CPU for the whole per-message path over all bodies (tags already cached, as in steady state)."""
     store = MemoryTaskState(1_000_000)  # one store for both, as in the observer
     lookup = TagLookup(InMemoryEcs(tags), store, Stats(), linger=0)
-    sequencer = Sequencer(store, reorder_window=0)
+    # The observer's own decision path, events only (flow-run effects are I/O, measured by the backlog bench).
+    policy = Policy(lookup, Sequencer(store, reorder_window=0), store, ObserverConfig(), effects=False)
     for arn in tags:  # warm the tag cache: the steady state, where DescribeTasks is rare
         await lookup.tags_for(_change_for(arn))
     started = time.process_time()
     for body in bodies:
-        change = decode(body)
-        assert isinstance(change, TaskStateChange)
-        found = await lookup.tags_for(change)
-        follows = await sequencer.follows(change)
-        event = translate(change, found.tags, follows)
-        assert isinstance(event, PrefectEvent)
-        json.dumps(event.to_json(), separators=(",", ":")).encode()
+        decision = await policy.decide(decode(body), None)
+        assert isinstance(decision, Forward)
+        assert decision.event is not None
+        json.dumps(decision.event.to_json(), separators=(",", ":")).encode()
     return time.process_time() - started
 
 

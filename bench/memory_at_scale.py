@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import described
+from ecs_observer.core.decision import translate
 from ecs_observer.core.ecs_event import TaskStateChange
 from ecs_observer.core.task_view import TaskView
-from ecs_observer.core.translate import translate
 from ecs_observer.pipeline.sequencer import Sequencer
 from ecs_observer.pipeline.tags import TagLookup
 from ecs_observer.support.stats import Stats

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app.settings import Settings
+    from .core.decision import translate
     from .core.ecs_event import Ignored, Rejected, TaskStateChange, decode
-    from .core.translate import NotPrefects, PrefectEvent, translate
+    from .core.translate import NotPrefects, PrefectEvent
     from .pipeline.observer import Observer, ObserverConfig
 
 _WHERE = {
@@ -20,7 +21,7 @@ _WHERE = {
     "decode": ".core.ecs_event",
     "NotPrefects": ".core.translate",
     "PrefectEvent": ".core.translate",
-    "translate": ".core.translate",
+    "translate": ".core.decision",
     "Observer": ".pipeline.observer",
     "ObserverConfig": ".pipeline.observer",
     "Settings": ".app.settings",

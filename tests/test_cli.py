@@ -20,7 +20,7 @@ from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
 
 from .servers import PrefectServer, free_port
-from .world import depth, make_queue, make_table, send, start_tasks
+from .world import depth, make_queue, make_table, observer, send, start_tasks
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 RUN = "7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59"
@@ -75,6 +75,27 @@ def test_translate_prints_the_event() -> None:
     assert event["event"] == "prefect.ecs.task.running"
     assert event["id"] == json.loads(body)["id"]
     assert [r["prefect.resource.role"] for r in event["related"]] == ["flow-run", "worker"]
+
+
+async def test_translate_prints_what_the_service_forwards_for_the_same_change(aws: AwsClients) -> None:
+    """One way to build an event: a crashed task's lifecycle through the real observer, then each of its
+    stopped and running changes through `translate`, with the task's tags and the `follows` it was sent with."""
+    from ecs_observer.app.demo.timeline import RecordingSink
+
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1, crash_first=True)
+    await send(aws, queue_url, [json.dumps(e) for e in task.events])
+    sink = RecordingSink()
+    await asyncio.wait_for((await observer(aws, queue_url, sink)).run(until_idle=2), timeout=120)
+    tags = ["prefect.io/flow-run-id=" + str(task.run_id), "prefect.io/flow-run-name=run-0"]
+    tags.append("prefect.io/worker-name=ecs-worker")
+    for body in (task.events[-1], task.events[3]):  # STOPPED (exit code 1: the diagnosis labels), RUNNING
+        forwarded = sink.events[body["id"]]
+        follows = ["--follows", forwarded["follows"]] if "follows" in forwarded else []
+        printed = cli("translate", *[f"--tag={tag}" for tag in tags], *follows, stdin=json.dumps(body))
+        assert printed.returncode == 0, printed.stderr
+        assert json.loads(printed.stdout) == forwarded
+    assert "ecs.diagnosis" in sink.events[task.events[-1]["id"]]["resource"]
 
 
 def test_translate_from_file_with_follows(tmp_path: Path) -> None:

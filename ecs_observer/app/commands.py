@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from ..core.decision import translate
 from ..core.ecs_event import Ignored, Rejected, decode
-from ..core.translate import NotPrefects, translate
+from ..core.translate import NotPrefects
 from .healthcheck import DEFAULT_HEALTH_PORT, EXIT_CONFIG, HEALTH_PORT_ENV
 from .healthcheck import main as healthcheck
 from .logs import configure_logging
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "translate":
-        return _translate(args)
+        return _translate(args, settings.container_name)
     # Only the service logs JSON on stdout (for CloudWatch); the other commands keep stdout for their
     # output (events, check lines, dead letters) and log as text on stderr unless asked otherwise.
     log_format = args.log_format or (settings.log_format if args.command == "run" else "text")
@@ -169,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _translate(args: argparse.Namespace) -> int:
+def _translate(args: argparse.Namespace, container_name: str) -> int:
+    """The event the service forwards for this change, by the service's own rules (`decision.forward`)."""
     try:
         body = Path(args.file).read_text() if args.file else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:
@@ -197,7 +199,7 @@ def _translate(args: argparse.Namespace) -> int:
     if isinstance(decoded, Ignored):
         print(f"ignored: not an ECS task state change ({decoded.reason})", file=sys.stderr)
         return 0
-    event = translate(decoded, tags, follows)
+    event = translate(decoded, tags, follows, container_name=container_name)
     if isinstance(event, NotPrefects):
         print(f"filtered: task {decoded.task_arn} is not Prefect's: {event.reason}", file=sys.stderr)
         return 0

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
-from .diagnosis import Diagnosis
+from .diagnosis import Diagnosis, diagnose
 from .ecs_event import Decoded, Ignored, Rejected, TaskStateChange
-from .run_states import PLACING
+from .run_states import PLACING, RetryPolicy, retry_cause
 from .task_record import TaskTags
-from .translate import PrefectEvent
+from .translate import NotPrefects, PrefectEvent, Translation, build_event, flow_run_id
 
 __all__ = [
     "Ack",
@@ -30,7 +30,9 @@ __all__ = [
     "batch_order",
     "duplicate",
     "effects_of",
+    "forward",
     "settle",
+    "translate",
     "triage",
     "unowned",
 ]
@@ -135,6 +137,47 @@ class Forward:
 
 
 Decision = Ack | Release | Forward
+
+
+def forward(
+    change: TaskStateChange,
+    tags: Mapping[str, str],
+    run_id: UUID,
+    follows: UUID | None,
+    *,
+    container_name: str,
+    effects: bool = True,
+    run_states: bool = True,
+    crash_log_lines: int = 0,
+    retry: RetryPolicy | None = None,
+    forwarded_before: bool = False,
+) -> Forward:
+    """The one way a change of a Prefect task becomes its event (with the diagnosis of a stop) and its
+    effects: the observer's policy, `ecs-observer translate` and the benchmarks all come here.
+    `forwarded_before`: a sweep's observation of a change already forwarded, its effects only; `retry`:
+    the reschedule policy, for a failed stop's `retry_cause`."""
+    diagnosis = diagnose(change.stop, container_name) if change.stop is not None else None
+    event = None if forwarded_before else build_event(change, tags, run_id, follows, diagnosis)
+    done = (
+        effects_of(change, run_id, diagnosis, tags, run_states=run_states, crash_log_lines=crash_log_lines)
+        if effects
+        else ()
+    )
+    failed = diagnosis is not None and diagnosis.failed
+    cause = retry_cause(change.stop, retry) if retry is not None and failed else None
+    return Forward(change, event, done, diagnosis, cause)
+
+
+def translate(
+    change: TaskStateChange, tags: Mapping[str, str], follows: UUID | None, *, container_name: str = "prefect"
+) -> Translation:
+    """The Prefect event the observer forwards for one change of a task with these tags."""
+    run_id = flow_run_id(change, tags)
+    if run_id is None:
+        return NotPrefects("no prefect.io/flow-run-id tag holding a UUID")
+    event = forward(change, tags, run_id, follows, container_name=container_name, effects=False).event
+    assert event is not None  # built: not forwarded before
+    return event
 
 
 def triage(decoded: Decoded) -> Ack | Release | TaskStateChange:

@@ -17,7 +17,7 @@ from uuid import UUID
 from .diagnosis import Diagnosis
 from .ecs_event import TaskStateChange, parse_uuid
 
-__all__ = ["NotPrefects", "PrefectEvent", "Translation", "build_event", "flow_run_id", "translate"]
+__all__ = ["NotPrefects", "PrefectEvent", "Translation", "build_event", "flow_run_id"]
 
 FLOW_RUN_ID_TAG = "prefect.io/flow-run-id"
 # (resource kind, role, id tag, name tag) of the related resources the documentation lists.
@@ -74,14 +74,6 @@ def flow_run_id(change: TaskStateChange, tags: Mapping[str, str]) -> UUID | None
     return parse_uuid(tags.get(FLOW_RUN_ID_TAG)) or change.flow_run_id_override
 
 
-def translate(change: TaskStateChange, tags: Mapping[str, str], follows: UUID | None) -> Translation:
-    """Build the Prefect event for one state change of a task with these tags."""
-    run_id = flow_run_id(change, tags)
-    if run_id is None:
-        return NotPrefects("no prefect.io/flow-run-id tag holding a UUID")
-    return build_event(change, tags, run_id, follows)
-
-
 def build_event(
     change: TaskStateChange,
     tags: Mapping[str, str],
@@ -89,7 +81,8 @@ def build_event(
     follows: UUID | None,
     diagnosis: Diagnosis | None = None,
 ) -> PrefectEvent:
-    """The event of a task already known to be Prefect's (the observer has checked `flow_run_id`).
+    """The event of a task already known to be Prefect's (`flow_run_id` checked); built by
+    `decision.forward` alone, so that the service, `translate` and the benchmarks give the same event.
 
     A stopped task's resource also says how it stopped (beyond the documented labels), so that an
     automation can match, say, `ecs.diagnosis: out-of-memory`."""

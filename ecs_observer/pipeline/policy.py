@@ -13,12 +13,10 @@ from collections.abc import Mapping
 
 from cachetools import LRUCache
 
-from ..core.decision import Decision, Forward, duplicate, effects_of, triage, unowned
-from ..core.diagnosis import diagnose
+from ..core.decision import Decision, duplicate, forward, triage, unowned
 from ..core.ecs_event import Decoded, TaskStateChange
-from ..core.run_states import retry_cause
 from ..core.task_record import TaskRecord, TaskTags
-from ..core.translate import build_event, flow_run_id
+from ..core.translate import flow_run_id
 from ..ports import TaskStateStore
 from .config import ObserverConfig
 from .sequencer import Sequencer
@@ -87,23 +85,21 @@ class Policy:
         forwarded_before = kept.event_id != change.event_id
         if forwarded_before and change.source == "event":
             return duplicate(change, kept.event_id)
-        diagnosis = diagnose(change.stop, self._config.container_name) if change.stop is not None else None
-        event = None if forwarded_before else build_event(change, tags.tags, run_id, kept.follows, diagnosis)
+        decided = forward(
+            change,
+            tags.tags,
+            run_id,
+            kept.follows,
+            container_name=self._config.container_name,
+            effects=self._effects,
+            run_states=self._config.flow_run_states,
+            crash_log_lines=self._config.crash_log_lines,
+            retry=self._retry,
+            forwarded_before=forwarded_before,
+        )
+        event = decided.event
         if event is not None and event.warnings and change.task_arn not in self._warned_tasks:
             self._warned_tasks[change.task_arn] = True
             for warning in event.warnings:
                 log.warning("task %s: %s", change.task_arn, warning)
-        effects = (
-            effects_of(
-                change,
-                run_id,
-                diagnosis,
-                tags.tags,
-                run_states=self._config.flow_run_states,
-                crash_log_lines=self._config.crash_log_lines,
-            )
-            if self._effects
-            else ()
-        )
-        retry = retry_cause(change.stop, self._retry) if diagnosis is not None and diagnosis.failed else None
-        return Forward(change, event, effects, diagnosis, retry)
+        return decided
