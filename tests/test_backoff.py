@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ecs_observer.support.backoff import Backoff, Retrying
+from ecs_observer.support.backoff import Answered, Backoff, Retrying
 from ecs_observer.support.stats import Stats
 
 
 async def test_each_retry_is_counted_once_by_cause_and_logged_with_what() -> None:
     stats = Stats()
-    seen: list[Retrying] = []
-    backoff = Backoff(0.001, 0.002).hooked(stats.retried).hooked(stats.retried).hooked(seen.append)
+    seen: list[Retrying | Answered] = []
+    backoff = Backoff(0.001, 0.002).hooked(stats.called).hooked(stats.called).hooked(seen.append)
     failures = iter([OSError("reset"), OSError("reset")])
 
     async def flaky() -> str:
@@ -21,15 +21,16 @@ async def test_each_retry_is_counted_once_by_cause_and_logged_with_what() -> Non
 
     assert await backoff.call("describe_tasks", flaky, what="DescribeTasks") == "answer"
     assert stats.retries == {"describe_tasks": 2}  # the hook was added twice, and counts once
-    assert [(r.cause, r.attempt, r.what) for r in seen] == [
+    assert [(r.cause, r.attempt, r.what) for r in seen if isinstance(r, Retrying)] == [
         ("describe_tasks", 1, "DescribeTasks"),
         ("describe_tasks", 2, "DescribeTasks"),
     ]
+    assert seen[-1] == Answered("describe_tasks")
 
 
 async def test_what_is_not_retried_or_the_last_attempt_is_not_counted_as_a_retry() -> None:
     stats = Stats()
-    backoff = Backoff(0.001, 0.002).hooked(stats.retried)
+    backoff = Backoff(0.001, 0.002).hooked(stats.called)
 
     async def refused() -> None:
         raise KeyError("no")
@@ -48,7 +49,7 @@ async def test_what_is_not_retried_or_the_last_attempt_is_not_counted_as_a_retry
 
 async def test_a_backoff_hook_answering_a_wait_is_a_retry() -> None:
     stats = Stats()
-    backoff = Backoff(0.001, 0.002).hooked(stats.retried)
+    backoff = Backoff(0.001, 0.002).hooked(stats.called)
     attempts = iter([True, False])
 
     async def throttled() -> str:

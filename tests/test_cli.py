@@ -134,6 +134,7 @@ async def test_check_passes_against_moto_and_prefect(aws: AwsClients, prefect: P
     assert [line.split(": ")[0] for line in lines] == [
         "ok   configuration",
         "ok   queue exists",
+        "ok   queue has a dead-letter queue",
         "ok   queue can be read",
         "ok   ecs:DescribeTasks allowed",
         "ok   ecs:StopTask allowed",

@@ -14,10 +14,15 @@ import aioboto3
 import httpx
 
 from ecs_observer.adapters.aws import AwsClients
+from ecs_observer.adapters.ecs import EcsDescriber
+from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.adapters.prefect.client import PrefectClient
 from ecs_observer.adapters.prefect.events import PrefectApiSink
-from ecs_observer.app.health import HealthServer
+from ecs_observer.adapters.sqs import SqsQueue
+from ecs_observer.app.health import HealthServer, with_dependencies
 from ecs_observer.pipeline.observer import Observer
+from ecs_observer.support.backoff import Backoff
+from ecs_observer.support.stats import Stats
 
 from .servers import PrefectServer, free_port
 from .world import FAST, REGION, depth, make_queue, observer, send, start_tasks
@@ -33,9 +38,17 @@ async def healthcheck(port: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def observing(obs: Observer, sink: PrefectApiSink) -> AsyncIterator[HealthServer]:
-    """The observer running with its health server on a free port; stopped, drained and closed after."""
-    server = HealthServer(obs.stats, obs.health, port=0, host="127.0.0.1")
+async def observing(
+    obs: Observer, sink: PrefectApiSink, unhealthy_after: float | None = None
+) -> AsyncIterator[HealthServer]:
+    """The observer running with its health server on a free port (with `unhealthy_after`, as the service
+    serves it: with its dependencies); stopped, drained and closed after."""
+    health = (
+        obs.health
+        if unhealthy_after is None
+        else with_dependencies(obs.health, obs.stats.dependencies, unhealthy_after)
+    )
+    server = HealthServer(obs.stats, health, port=0, host="127.0.0.1")
     await server.start()
     run = asyncio.create_task(obs.run())
     try:
@@ -95,6 +108,42 @@ async def test_unhealthy_when_sqs_does_not_answer(moto_url: str) -> None:
     assert "no successful SQS call" in health.json()["reason"]
     assert exit_code == 1
     assert 'ecs_observer_retries_total{cause="receive"}' in metrics
+
+
+async def test_unhealthy_once_prefect_has_failed_longer_than_the_setting(aws: AwsClients) -> None:
+    """SQS answers, Prefect does not: /healthz names each dependency's last answer and error, and turns 503
+    once Prefect has failed for longer than ECS_OBSERVER_UNHEALTHY_AFTER (here 2 s)."""
+    queue_url, _ = await make_queue(aws)
+    (task,) = await start_tasks(aws, 1)
+    await send(aws, queue_url, [json.dumps(e) for e in task.events])
+    stats = Stats()
+    down = f"http://127.0.0.1:{free_port()}/api"
+    sink = PrefectApiSink(PrefectClient(down, backoff=Backoff(0.1, 0.5), stats=stats))
+    queue = SqsQueue(await aws.sqs(REGION), queue_url)
+    obs = Observer(queue, EcsDescriber(aws), MemoryTaskState(1000), sink, replace(FAST, drain_timeout=1), stats)
+    async with (
+        observing(obs, sink, unhealthy_after=2.0) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http,
+    ):
+        answers = []
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            health = await http.get("/healthz")
+            answers.append(health.status_code)
+            if health.status_code == 503:
+                break
+    assert answers[0] == 200  # not at once: only after 2 s of failure
+    assert health.status_code == 503
+    body = health.json()
+    assert "Prefect has failed for" in body["reason"]
+    assert "no successful SQS call" not in body["reason"]
+    deps = body["dependencies"]
+    assert deps["SQS"]["answering"]
+    assert deps["SQS"]["last_answer"]
+    assert deps["ECS"]["answering"]
+    assert not deps["Prefect"]["answering"]
+    assert deps["Prefect"]["last_answer"] is None
+    assert f"cannot reach the Prefect API at {down}/events" in deps["Prefect"]["last_error"]
 
 
 async def test_healthcheck_fails_when_nothing_answers() -> None:

@@ -106,7 +106,7 @@ async def test_retry_after_is_honoured() -> None:
     assert gaps(transport)[0] >= 1.0
 
 
-async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_bad_credentials_are_one_outage_logged_once_and_retried_slowly(caplog: pytest.LogCaptureFixture) -> None:
     transport = Scripted([status(401), status(401), status(403)])
     sink = PrefectApiSink(
         PrefectClient(
@@ -120,8 +120,9 @@ async def test_bad_credentials_are_logged_once_and_retried_slowly(caplog: pytest
     with caplog.at_level(logging.INFO, logger="ecs_observer"):
         assert await sink.send([valid_event("prefect.ecs.task.a")]) == {}
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2  # one for 401, one when it turns into 403; not one per attempt
+    assert len(errors) == 1  # one outage, one line: not one per attempt, nor per status (401, then 403)
     assert "PREFECT_API_KEY" in errors[0].getMessage()
+    assert [r.getMessage() for r in caplog.records][-1].startswith("Prefect answers again, after ")
     assert all(g >= 0.3 for g in gaps(transport))
     assert "pnu_secret_value" not in caplog.text
 
@@ -207,3 +208,28 @@ async def test_413_splits_the_batch_down_to_one_event() -> None:
     one = valid_event("prefect.ecs.task.a")
     refused = await PrefectApiSink(PrefectClient("http://prefect.invalid/api", transport=alone)).send([one])
     assert refused == {one.id: "HTTP 413: too large"}
+
+
+async def test_an_outage_is_one_line_whatever_the_routes_that_fail(caplog: pytest.LogCaptureFixture) -> None:
+    """Event posts and flow-run reads alternate while Prefect is down: one line when the outage starts,
+    one when it ends, and /healthz's view of Prefect follows."""
+    import asyncio
+
+    transport = Scripted([refuse_connection] * 6 + [status(503)] * 4)
+    stats = Stats()
+    client = PrefectClient("http://prefect.invalid/api", transport=transport, backoff=Backoff(0.01, 0.02), stats=stats)
+    with caplog.at_level(logging.DEBUG, logger="ecs_observer"):
+        await asyncio.gather(
+            client.request("POST", "/events", content=b"[]"),
+            client.request("POST", "/flow_runs/filter", json={}),
+            client.request("POST", "/logs/", json=[]),
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("ecs_observer")]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("Prefect is failing: cannot reach the Prefect API at http://prefect.invalid/api/")
+    assert lines[1].startswith("Prefect answers again, after ")
+    assert "10 failed call(s)" in lines[1]
+    report = stats.dependencies.report()["Prefect"]
+    assert report["answering"]
+    assert "HTTP 503" in report["last_error"]
+    assert report["last_answer"] is not None

@@ -85,7 +85,7 @@ class DynamoTaskState:
         self._client = client
         self._table = table
         self._stats = stats
-        self._backoff = backoff.hooked(stats.retried)
+        self._backoff = backoff.hooked(stats.called)
 
     async def load(self, task_arns: Collection[str]) -> Mapping[str, TaskRecord]:
         arns = list(dict.fromkeys(task_arns))

@@ -5,22 +5,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-import httpx
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ..adapters.aws import AwsClients
 from ..adapters.dynamodb import check_table
-from ..adapters.prefect.client import auth_headers
+from ..adapters.prefect.client import Reachable
 from ..adapters.sqs import SqsQueue
 from ..core.sweep import ACTIVE
 from ..support.redact import redact
-from .service import open_queue, queue_region, secret
+from .dlq import find_dead_letter_queue
+from .service import open_queue, prefect_client, queue_region
 from .settings import Settings
 
 __all__ = ["check"]
 
 PROBE_LOG_GROUP = "prefect"
 PROBE_TASK = "0" * 32  # a task id no task has
+
+
+class _Failed(Exception):
+    """A failed check whose reason is already the whole line."""
+
+
 _DENIED = ("AccessDenied", "Unauthorized", "Unrecognized")
 
 
@@ -51,7 +57,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             detail = await probe()
         except Exception as exc:  # every failure becomes a reason on its line
             results.append(False)
-            emit(f"FAIL {name}: {type(exc).__name__}: {redact(str(exc))}")
+            emit(f"FAIL {name}: {redact(_reason(exc))}")
         else:
             results.append(True)
             emit(f"ok   {name}{': ' + redact(detail) if detail else ''}")
@@ -72,6 +78,12 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             waiting = await found.waiting()
             holder.append(found)
             return f"{found.url} ({waiting} messages waiting)"
+
+        async def dead_letters() -> str:
+            if not holder:
+                raise _Failed("no queue")
+            dlq = await find_dead_letter_queue(holder[0].client, holder[0].url)
+            return dlq.url
 
         async def receive() -> str:
             if not holder:
@@ -109,12 +121,11 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             return f"{await _allowed(region, probe)}, on log group {PROBE_LOG_GROUP!r} (the ECS worker's default)"
 
         async def prefect() -> str:
-            await _prefect_answers("/events/filter", {"limit": 1})
-            return str(settings.prefect_api_url).rstrip("/")
+            return await _prefect_answers("/events/filter")
 
         async def flow_runs() -> str:
             if not settings.sweeps():
-                await _prefect_answers("/flow_runs/filter", {"limit": 1})
+                await _prefect_answers("/flow_runs/filter")
                 return ""
             # The sweep's reads: the active runs by state type, a page at a time, and a run's state history
             # (the reschedules it holds; a run id no run has answers an empty one).
@@ -127,20 +138,16 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         async def _prefect_answers(
             path: str, body: dict[str, object] | None = None, params: dict[str, str] | None = None
-        ) -> None:
-            """POST `body` to `path`, or GET it with `params`."""
-            url = str(settings.prefect_api_url).rstrip("/")
-            headers = auth_headers(secret(settings.prefect_api_key), secret(settings.prefect_api_auth_string))
-            async with httpx.AsyncClient(timeout=10, headers=headers) as http:
-                if body is None:
-                    answer = await http.get(f"{url}{path}", params=params)
-                else:
-                    answer = await http.post(f"{url}{path}", json=body)
-            if answer.status_code in (401, 403):
-                raise RuntimeError(
-                    f"HTTP {answer.status_code}: credentials refused (PREFECT_API_KEY / PREFECT_API_AUTH_STRING)"
-                )
-            answer.raise_for_status()
+        ) -> str:
+            """The same probe as `run` makes at start; a failure's reason names the URL."""
+            client = prefect_client(settings, str(settings.prefect_api_url))
+            try:
+                answer = await client.probe(path, body, params)
+            finally:
+                await client.aclose()
+            if not isinstance(answer, Reachable):
+                raise _Failed(answer.reason)
+            return client.api_url
 
         async def table() -> str:
             if not holder or settings.state_table is None:
@@ -149,6 +156,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             return await check_table(client, settings.state_table)
 
         await step("queue exists", queue)
+        await step("queue has a dead-letter queue", dead_letters)
         await step("queue can be read", receive)
         # As the template grants them: on the tasks of these clusters only (without any, on every cluster).
         clusters: list[str | None] = [*settings.clusters()] or [None]
@@ -166,3 +174,12 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             if settings.crash_log_lines:
                 await step("logs:GetLogEvents allowed", crash_logs)
     return all(results)
+
+
+def _reason(exc: Exception) -> str:
+    """A failed check in words: ours as they are; AWS's with the endpoint it could not reach or its code."""
+    if isinstance(exc, _Failed):
+        return str(exc)
+    if isinstance(exc, BotoCoreError):
+        return f"{type(exc).__name__}: {exc} (check the AWS endpoint and network; AWS_ENDPOINT_URL_* if set)"
+    return f"{type(exc).__name__}: {exc}"

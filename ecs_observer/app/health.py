@@ -15,9 +15,37 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..support.dependencies import NEEDED, Dependencies
 from ..support.stats import Stats
 
-__all__ = ["HealthServer"]
+__all__ = ["HealthServer", "with_dependencies"]
+
+Health = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def with_dependencies(health: Health, dependencies: Dependencies, unhealthy_after: float) -> Health:
+    """The observer's own verdict (receive loops alive, SQS answering), and each dependency's last answer
+    and last error; unhealthy too once one the observer cannot work without (SQS, ECS, Prefect, the state
+    table; not CloudWatch Logs, whose crash logs are best-effort) has failed for `unhealthy_after` seconds
+    (0: never for that reason)."""
+
+    def verdict() -> tuple[bool, dict[str, Any]]:
+        _, details = health()  # unhealthy exactly when it gives a reason
+        reasons = [details.pop("reason")] if "reason" in details else []
+        if unhealthy_after:
+            for name in sorted(NEEDED):
+                failing = dependencies.failing_for(name)
+                if failing > unhealthy_after:
+                    reasons.append(
+                        f"{name} has failed for {failing:.0f} s (ECS_OBSERVER_UNHEALTHY_AFTER {unhealthy_after:g} s)"
+                    )
+        details["dependencies"] = dependencies.report()
+        if reasons:
+            details["reason"] = "; ".join(reasons)
+        return not reasons, details
+
+    return verdict
+
 
 _COUNTERS = {
     "received": ("messages_received", "SQS messages received"),
@@ -84,7 +112,7 @@ class HealthServer:
     def __init__(
         self,
         stats: Stats,
-        health: Callable[[], tuple[bool, dict[str, Any]]],
+        health: Health,
         port: int,
         host: str = "0.0.0.0",  # noqa: S104
     ) -> None:

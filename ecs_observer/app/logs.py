@@ -8,6 +8,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+import stamina.instrumentation
+
 from ..support.redact import redact
 
 __all__ = ["configure_logging"]
@@ -37,6 +39,9 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    # Our backoff tells each retry to its hooks, which log outages in our words: stamina's own bare
+    # `stamina.retry_scheduled` lines (and its counters in the default Prometheus registry) would repeat them.
+    stamina.instrumentation.set_on_retry_hooks([])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

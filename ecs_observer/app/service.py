@@ -18,7 +18,7 @@ from ..adapters.cloudwatch import CloudWatchLogs
 from ..adapters.dynamodb import DynamoTaskState
 from ..adapters.ecs import EcsDescriber, EcsStopper, EcsTaskDefinitions
 from ..adapters.memory import MemoryTaskState
-from ..adapters.prefect.client import PrefectClient
+from ..adapters.prefect.client import NotPrefect, PrefectClient, Refused, Unreachable
 from ..adapters.prefect.events import PrefectApiSink
 from ..adapters.prefect.flow_runs import PrefectFlowRuns
 from ..adapters.sqs import SqsQueue
@@ -29,7 +29,7 @@ from ..ports import TaskStateStore
 from ..support.redact import redact
 from ..support.stats import Stats
 from .dlq import find_dead_letter_queue, format_entries
-from .health import HealthServer
+from .health import HealthServer, with_dependencies
 from .queue_url import account_of, region_of
 from .settings import ConfigError, Settings, observer_config
 
@@ -94,6 +94,18 @@ async def probe_queue(queue: SqsQueue) -> None:
         raise ConfigError(f"cannot reach SQS: {exc}") from None
 
 
+async def probe_prefect(client: PrefectClient, stats: Stats) -> None:
+    """As for the queue: refused credentials, or a URL that is not a Prefect API, stop `run` with one
+    line; an API that does not answer yet is a warning naming it (its outage, logged once), then retries."""
+    answer = await client.probe()
+    if isinstance(answer, Refused | NotPrefect):
+        raise ConfigError(f"PREFECT_API_URL: {answer.reason}")
+    if isinstance(answer, Unreachable):
+        stats.dependencies.failed("Prefect", f"{answer.reason}; starting anyway")
+    else:
+        stats.dependencies.answered("Prefect")
+
+
 _NO_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
@@ -145,6 +157,7 @@ async def run_service(settings: Settings) -> Observer:
         stats = Stats()
         client = prefect_client(settings, api_url, stats)
         stack.push_async_callback(client.aclose)
+        await probe_prefect(client, stats)
         store = await _state(clients, settings, queue, stats)
         config = observer_config(settings)
         describer, runs = EcsDescriber(clients), PrefectFlowRuns(client)
@@ -165,7 +178,8 @@ async def run_service(settings: Settings) -> Observer:
             scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters(), region)
             sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
         if settings.health_port:
-            health = HealthServer(stats, observer.health, settings.health_port)
+            verdict = with_dependencies(observer.health, stats.dependencies, settings.unhealthy_after)
+            health = HealthServer(stats, verdict, settings.health_port)
             try:
                 await health.start()
             except OSError as exc:

@@ -175,6 +175,13 @@ class Settings(BaseSettings):
         "(the flow ran partly: for idempotent flows only)",
     )
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
+    unhealthy_after: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="seconds SQS, ECS, Prefect or the state table may fail without an answer before /healthz "
+        "answers 503 (ECS then replaces the task); 0: never for that reason",
+    )
     health_port: int = Field(
         default=DEFAULT_HEALTH_PORT, ge=0, le=65535, description="port of /healthz and /metrics; 0 turns them off"
     )

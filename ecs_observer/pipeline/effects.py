@@ -120,7 +120,7 @@ class Effects:
         self._stats = stats
         self._definitions = definitions
         self._container_logs = container_logs
-        self._backoff = config.backoff.hooked(stats.retried)
+        self._backoff = config.backoff.hooked(stats.called)
         self._container_name = config.container_name
         self._retry = config.retry_policy()
         self._reads = _Reads(runs, config.linger)

@@ -43,7 +43,7 @@ class Intake:
         self._stats = stats
         self._config = config
         self._dispatch = dispatch
-        self._backoff = config.backoff.hooked(stats.retried)
+        self._backoff = config.backoff.hooked(stats.called)
         self.stopping = asyncio.Event()
         self.why = ""  # why it stopped, for the log
         self._room = asyncio.Event()  # set when in-flight messages finish

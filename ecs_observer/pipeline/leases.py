@@ -38,7 +38,7 @@ class Leases:
         self._visibility = visibility_timeout
         self._linger = delete_linger
         self._backlog = False  # set while receives come back full: more deletes are on their way
-        self._backoff = backoff.hooked(stats.retried)
+        self._backoff = backoff.hooked(stats.called)
         self._deadlines: dict[str, tuple[Message, float]] = {}  # message id -> (message, visible again at)
         self._to_delete: list[Message] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -139,7 +139,9 @@ class Leases:
                 self._stats.sqs_succeeded()
             except Exception as exc:
                 self._stats.retries["change_visibility"] += 1
-                log.warning("ChangeMessageVisibilityBatch failed for %d message(s); retrying soon: %s", len(batch), exc)
+                self._stats.dependencies.failed(
+                    "SQS", f"ChangeMessageVisibilityBatch failed for {len(batch)} message(s): {exc}"
+                )
                 continue
             for message in batch:
                 if message.message_id in failed:

@@ -70,7 +70,7 @@ class Sweeper:
         self._scope = scope
         self._stopper = stopper
         self._clock = clock
-        self._backoff = config.backoff.hooked(stats.retried)
+        self._backoff = config.backoff.hooked(stats.called)
         self._owner = uuid4()
         # (task ARN, what was seen: MISSING or STOPPED) -> when a sweep first saw it so; kept for tasks still swept.
         self._first_seen: dict[tuple[str, str], datetime] = {}

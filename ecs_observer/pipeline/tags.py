@@ -85,7 +85,7 @@ class TagLookup:
         self._cache: LRUCache[str, TaskTags] = LRUCache(maxsize=cache_size)
         self._linger = linger
         self._backlog = False  # set while receives come back full: more tasks are on their way
-        self._backoff = backoff.hooked(stats.retried)
+        self._backoff = backoff.hooked(stats.called)
         self._pending: dict[tuple[str, str | None], _Pending] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
@@ -288,7 +288,13 @@ class TagLookup:
         retries.attempts += 1
         reason = answer.reason if isinstance(answer, DescribeFailure) else "MISSING, just after it started?"
         self._backoff.retrying(
-            Retrying("describe_tasks", retries.attempts, LookupError(reason), f"DescribeTasks of {change.task_arn}")
+            Retrying(
+                "describe_tasks",
+                retries.attempts,
+                LookupError(reason),
+                f"DescribeTasks of {change.task_arn}",
+                answered=True,
+            )
         )
         loop = asyncio.get_running_loop()
         self._later[change.task_arn] = loop.call_later(

@@ -1,22 +1,22 @@
 """One retry policy for every I/O part: exponential backoff with jitter, via stamina.
 
 A call site names its cause; what a retry does besides waiting (counting it,
-logging it) is a hook on the policy, as stamina's instrumentation hooks are,
-but held by the `Backoff` value instead of a global registry.
+logging the outage it belongs to) is a hook on the policy, as stamina's
+instrumentation hooks are, but held by the `Backoff` value instead of a global
+registry. The hooks also hear of each answer (a success, or an error not to retry),
+so that an outage is known to end.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import stamina
 
-__all__ = ["Backoff", "RetryHook", "RetryOn", "Retrying"]
+__all__ = ["Answered", "Backoff", "CallHook", "RetryOn", "Retrying"]
 
-log = logging.getLogger("ecs_observer.retry")
 T = TypeVar("T")
 
 # An exception type to retry on, or a hook answering "retry?" or how long to wait first.
@@ -30,10 +30,18 @@ class Retrying:
     cause: str  # a stable label, e.g. "describe_tasks" (a metrics label)
     attempt: int
     error: Exception
-    what: str | None  # for the log line; None: the call site logs in its own way (the Prefect client's outages)
+    what: str | None  # names the call in the outage's log line; None: the error says it all
+    answered: bool = False  # the dependency answered; what it said calls for asking again (a task MISSING)
 
 
-RetryHook = Callable[[Retrying], None]
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A call whose dependency answered: it succeeded, or failed in a way not to retry."""
+
+    cause: str
+
+
+CallHook = Callable[[Retrying | Answered], None]
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,10 @@ class Backoff:
 
     initial: float = 0.5
     maximum: float = 30.0
-    hooks: tuple[RetryHook, ...] = field(default=(), compare=False)
+    hooks: tuple[CallHook, ...] = field(default=(), compare=False)
 
-    def hooked(self, hook: RetryHook) -> Backoff:
-        """The same policy, also telling `hook` of each retry (once, however often it is added)."""
+    def hooked(self, hook: CallHook) -> Backoff:
+        """The same policy, also telling `hook` of each retry and answer (once, however often it is added)."""
         return self if hook in self.hooks else replace(self, hooks=(*self.hooks, hook))
 
     async def call(
@@ -61,15 +69,19 @@ class Backoff:
         what: str | None = None,
     ) -> T:
         """`request()` until it succeeds, or fails with what `on` does not retry, or `limit` attempts
-        have failed (unbounded by default); each retry is logged (when `what` is given) and told to the hooks."""
+        have failed (unbounded by default); each retry and the answer are told to the hooks."""
         async for attempt in self._attempts(on, limit):
             with attempt:
                 try:
-                    return await request()
+                    answer = await request()
                 except Exception as exc:
-                    if (limit is None or attempt.num < limit) and _retries(on, exc):
-                        self._retrying(Retrying(cause, attempt.num, exc, what))
+                    if not _retries(on, exc):
+                        self._tell(Answered(cause))
+                    elif limit is None or attempt.num < limit:
+                        self._tell(Retrying(cause, attempt.num, exc, what))
                     raise
+                self._tell(Answered(cause))
+                return answer
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def delay(self, attempt: int) -> float:
@@ -77,14 +89,12 @@ class Backoff:
         return float(min(self.initial * 2.0 ** (attempt - 1), self.maximum))
 
     def retrying(self, retry: Retrying) -> None:
-        """Tell the log and the hooks of a retry made by the caller itself (one scheduled for later)."""
-        self._retrying(retry)
+        """Tell the hooks of a retry made by the caller itself (one scheduled for later)."""
+        self._tell(retry)
 
-    def _retrying(self, retry: Retrying) -> None:
-        if retry.what is not None:
-            log.warning("%s failed; retrying (attempt %d): %s", retry.what, retry.attempt, retry.error)
+    def _tell(self, outcome: Retrying | Answered) -> None:
         for hook in self.hooks:
-            hook(retry)
+            hook(outcome)
 
     def _attempts(self, on: RetryOn, limit: int | None) -> AsyncIterator[stamina.Attempt]:
         return stamina.retry_context(

@@ -5,15 +5,19 @@ The same numbers feed the log summaries and, read at scrape time, `/metrics`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from prometheus_client import Histogram
 
-from .backoff import Retrying
+from .backoff import Answered, Retrying
+from .dependencies import Dependencies, dependency_of
 
 __all__ = ["Stats"]
+
+log = logging.getLogger("ecs_observer.retry")
 
 # Seconds from the EventBridge event's `time` to acceptance by Prefect.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, float("inf"))
@@ -61,13 +65,28 @@ class Stats:
     dynamodb_units: Counter[str] = field(default_factory=Counter)
     forward_latency: Histogram = field(default_factory=_latency)
     last_sqs_success: float = field(default_factory=time.monotonic)
+    dependencies: Dependencies = field(default_factory=Dependencies)
 
-    def retried(self, retry: Retrying) -> None:
-        """The retry hook: every retry of every I/O part is counted here, by its cause."""
-        self.retries[retry.cause] += 1
+    def called(self, outcome: Retrying | Answered) -> None:
+        """The backoff hook: every retry of every I/O part is counted here, by its cause, and every
+        retry and answer tells the dependency called whether it answers (which logs its outages)."""
+        name = dependency_of(outcome.cause)
+        if isinstance(outcome, Answered):
+            if name is not None:
+                self.dependencies.answered(name)
+            return
+        self.retries[outcome.cause] += 1
+        error = str(outcome.error)
+        if outcome.what is not None:
+            error = f"{outcome.what} failed: {error}"
+        if name is not None and not outcome.answered:
+            self.dependencies.failed(name, error, level=getattr(outcome.error, "level", logging.WARNING))
+        else:  # an answer to ask again about, or a call to no known dependency: each retry is news
+            log.warning("%s; retrying (attempt %d)", error, outcome.attempt)
 
     def sqs_succeeded(self) -> None:
         self.last_sqs_success = time.monotonic()
+        self.dependencies.answered("SQS")
 
     def counts(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
