@@ -67,6 +67,15 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def guarded_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server with basic auth (admin:right), for tests of credentials it refuses."""
+    server = PrefectServer(tmp_path_factory.mktemp("guarded"), auth_string="admin:right")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def own_prefect(tmp_path: Path) -> Iterator[PrefectServer]:
     """A Prefect server of the test's own, for tests that stop and start it."""

@@ -167,7 +167,7 @@ async def test_check_checks_the_state_table(aws: AwsClients, prefect: PrefectSer
     assert "FAIL state table usable: RuntimeError: TTL is not on for attribute 'expires'" in no_ttl.stdout
     missing = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": "no-such-table"})
     assert missing.returncode == 1
-    assert "FAIL state table usable: ResourceNotFoundException" in missing.stdout
+    assert "FAIL state table usable: DescribeTable failed with ResourceNotFoundException" in missing.stdout
     bad_name = cli("check", env=base | {"ECS_OBSERVER_STATE_TABLE": "a b"})
     assert bad_name.returncode == 2
     assert "ECS_OBSERVER_STATE_TABLE: " in bad_name.stderr
@@ -405,6 +405,10 @@ def test_version_and_each_commands_help_lists_only_the_settings_it_uses() -> Non
         "state_table",
         "flow_run_states",
         "crash_log_lines",
+        "sweep_interval",
+        "stop_cancelled",
+        "stop_orphans",
+        "start_timeout",
     }
     assert flags("run") == set(Settings.model_fields) - {"log_format", "log_level"}
     run_help = " ".join(cli("run", "--help").stdout.split())

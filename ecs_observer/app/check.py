@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..adapters.aws import AwsClients
 from ..adapters.dynamodb import check_table
@@ -14,8 +14,9 @@ from ..adapters.sqs import SqsQueue
 from ..core.sweep import ACTIVE
 from ..support.redact import redact
 from .dlq import find_dead_letter_queue
+from .errors import OUTAGES, explain
 from .service import open_queue, prefect_client, queue_region
-from .settings import Settings
+from .settings import ConfigError, Settings
 
 __all__ = ["check"]
 
@@ -74,8 +75,13 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         holder: list[SqsQueue] = []
 
         async def queue() -> str:
-            found = await open_queue(clients, settings)
-            waiting = await found.waiting()
+            try:
+                found = await open_queue(clients, settings)
+                waiting = await found.waiting()
+            except ConfigError as exc:
+                raise _Failed(str(exc)) from None
+            except OUTAGES as exc:
+                raise _Failed(f"{settings.queue_url or settings.queue_name}: {explain(exc)}") from None
             holder.append(found)
             return f"{found.url} ({waiting} messages waiting)"
 
@@ -87,7 +93,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         async def receive() -> str:
             if not holder:
-                raise RuntimeError("no queue")
+                raise _Failed("no queue")
             # Peeks without taking: visibility 0 leaves any message for the running observers.
             await holder[0].receive(1, 0, 0)
             return ""
@@ -151,7 +157,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
         async def table() -> str:
             if not holder or settings.state_table is None:
-                raise RuntimeError("no queue")
+                raise _Failed("no queue")
             client = await clients.dynamodb(queue_region(settings, holder[0].url))
             return await check_table(client, settings.state_table)
 
@@ -177,9 +183,5 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
 
 
 def _reason(exc: Exception) -> str:
-    """A failed check in words: ours as they are; AWS's with the endpoint it could not reach or its code."""
-    if isinstance(exc, _Failed):
-        return str(exc)
-    if isinstance(exc, BotoCoreError):
-        return f"{type(exc).__name__}: {exc} (check the AWS endpoint and network; AWS_ENDPOINT_URL_* if set)"
-    return f"{type(exc).__name__}: {exc}"
+    """A failed check in words: ours as they are, AWS's as every command words them."""
+    return str(exc) if isinstance(exc, _Failed) else explain(exc)

@@ -29,6 +29,7 @@ from ..ports import TaskStateStore
 from ..support.redact import redact
 from ..support.stats import Stats
 from .dlq import find_dead_letter_queue, format_entries
+from .errors import explain
 from .health import HealthServer, with_dependencies
 from .queue_url import account_of, region_of
 from .settings import ConfigError, Settings, observer_config
@@ -78,20 +79,28 @@ async def open_queue(clients: AwsClients, settings: Settings) -> SqsQueue:
         if _code(exc) in _NO_QUEUE:
             raise ConfigError(f"ECS_OBSERVER_QUEUE_NAME: no queue named {settings.queue_name!r}") from None
         raise
+    except EndpointConnectionError as exc:
+        raise ConfigError(f"cannot reach SQS to find queue {settings.queue_name!r}: {exc}") from None
     return SqsQueue(sqs, answer["QueueUrl"])
 
 
-async def probe_queue(queue: SqsQueue) -> None:
-    """A queue that does not exist, or an SQS endpoint that does not answer, stops `run` with one line;
-    anything else (throttling, a denial while IAM propagates) is left to the receive loops' retries."""
+async def probe_queue(queue: SqsQueue, *, retries: bool = True) -> None:
+    """A queue that does not exist, an SQS endpoint that does not answer, or credentials AWS refuses stop
+    a command with one line. With `retries` (`run`: its receive loops retry) anything else (throttling, a
+    denial while IAM propagates) is a warning; without (a one-shot command), it stops it too."""
     try:
         await queue.waiting()
     except ClientError as exc:
         if _code(exc) in _NO_QUEUE:
             raise ConfigError(f"ECS_OBSERVER_QUEUE_URL: no queue {queue.url}") from None
-        log.warning("could not read the attributes of queue %s: %s", queue.url, exc)
+        if not retries or any(key in _code(exc) for key in _BAD_CREDENTIALS):
+            raise
+        log.warning("could not read the attributes of queue %s: %s", queue.url, explain(exc))
     except EndpointConnectionError as exc:
         raise ConfigError(f"cannot reach SQS: {exc}") from None
+
+
+_BAD_CREDENTIALS = ("UnrecognizedClient", "InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken")
 
 
 async def probe_prefect(client: PrefectClient, stats: Stats) -> None:
@@ -227,7 +236,7 @@ async def dead_letters(settings: Settings, action: str, limit: int, emit: Callab
     settings.require_queue()
     async with AwsClients() as clients:
         queue = await open_queue(clients, settings)
-        await probe_queue(queue)
+        await probe_queue(queue, retries=False)
         dlq = await find_dead_letter_queue(queue.client, queue.url)
         if action == "show":
             format_entries(await dlq.show(limit), emit)

@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -79,39 +78,35 @@ async def test_errors_throttling_and_hangs_are_retried_with_backoff(
 
 
 async def test_refused_credentials_keep_everything_until_fixed(
-    aws: AwsClients, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    aws: AwsClients, guarded_prefect: PrefectServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = PrefectServer(tmp_path / "prefect", auth_string="admin:right")
-    await asyncio.to_thread(server.start)
-    try:
-        # Without visibility extension each message would be received every 2 s, 4 times in 8 s, and the
-        # 4th receive would move it to the dead-letter queue. The margin of one receive absorbs moto
-        # handing a message out twice under concurrent receives, which real SQS does as well.
-        sc = await scenario(aws, visibility=2, max_receive=3)
-        wrong = PrefectApiSink(
-            PrefectClient(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
-        )
-        obs = await observer(aws, sc.queue_url, wrong, replace(FAST, visibility_timeout=2))
-        with caplog.at_level(logging.INFO, logger="ecs_observer"):
-            await run_until(obs, lambda: False, within=8)
-        await wrong.aclose()
-        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1
-        assert "refuses our credentials (HTTP 401)" in errors[0]
-        assert "PREFECT_API_AUTH_STRING" in errors[0]
-        assert "right" not in caplog.text
-        assert "wrong" not in caplog.text
-        assert (obs.stats.forwarded, obs.stats.deleted) == (0, 8)  # only the untagged task's, filtered
-        assert await depth(aws, sc.dlq_url) == (0, 0)
+    server = guarded_prefect
+    # Without visibility extension each message would be received every 2 s, 4 times in 8 s, and the
+    # 4th receive would move it to the dead-letter queue. The margin of one receive absorbs moto
+    # handing a message out twice under concurrent receives, which real SQS does as well.
+    sc = await scenario(aws, visibility=2, max_receive=3)
+    wrong = PrefectApiSink(
+        PrefectClient(server.api_url, auth_string="admin:wrong", backoff=Backoff(0.1, 0.5), config_retry=0.5)
+    )
+    obs = await observer(aws, sc.queue_url, wrong, replace(FAST, visibility_timeout=2))
+    with caplog.at_level(logging.INFO, logger="ecs_observer"):
+        await run_until(obs, lambda: False, within=8)
+    await wrong.aclose()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "refuses our credentials (HTTP 401)" in errors[0]
+    assert "PREFECT_API_AUTH_STRING" in errors[0]
+    assert "right" not in caplog.text
+    assert "wrong" not in caplog.text
+    assert (obs.stats.forwarded, obs.stats.deleted) == (0, 8)  # only the untagged task's, filtered
+    assert await depth(aws, sc.dlq_url) == (0, 0)
 
-        # Restarted with the right credentials: everything arrives.
-        right = PrefectApiSink(PrefectClient(server.api_url, auth_string="admin:right"))
-        again = await observer(aws, sc.queue_url, right)
-        await run_until(again, lambda: again.stats.deleted >= sc.expected)
-        await right.aclose()
-        await delivered(aws, server, sc)
-    finally:
-        await asyncio.to_thread(server.stop)
+    # Restarted with the right credentials: everything arrives.
+    right = PrefectApiSink(PrefectClient(server.api_url, auth_string="admin:right"))
+    again = await observer(aws, sc.queue_url, right)
+    await run_until(again, lambda: again.stats.deleted >= sc.expected)
+    await right.aclose()
+    await delivered(aws, server, sc)
 
 
 async def test_an_event_prefect_refuses_goes_to_the_dead_letter_queue_and_the_others_arrive(

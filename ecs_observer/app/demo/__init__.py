@@ -32,7 +32,7 @@ from ...adapters.aws import AwsClients
 from ...adapters.cloudwatch import CloudWatchLogs
 from ...adapters.ecs import EcsDescriber, EcsStopper, EcsTaskDefinitions
 from ...adapters.memory import MemoryTaskState
-from ...adapters.prefect.client import PrefectClient
+from ...adapters.prefect.client import PrefectClient, Reachable
 from ...adapters.prefect.events import PrefectApiSink
 from ...adapters.prefect.flow_runs import PrefectFlowRuns
 from ...adapters.sqs import SqsQueue
@@ -89,6 +89,10 @@ async def run_demo(settings: Settings, as_json: bool = False, tagged: int = 4, u
     client = prefect_client(settings, settings.prefect_api_url) if settings.prefect_api_url else None
     try:
         if client is not None:
+            answer = await client.probe()
+            if not isinstance(answer, Reachable):  # the demo is over in seconds: nothing to wait for
+                print(f"ecs-observer: {answer.reason}", file=sys.stderr)
+                return 2
             run_ids = await create_runs(client, names)
             runs: FlowRuns = PrefectFlowRuns(client)
             sink: EventSink = _Both(PrefectApiSink(client), recorder)
