@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core.decision import translate
 from ..core.ecs_event import Ignored, Rejected, decode
 from ..core.translate import NotPrefects
+from ..support.redact import redact
 from .errors import OUTAGES, explain
 from .healthcheck import DEFAULT_HEALTH_PORT, EXIT_CONFIG, HEALTH_PORT_ENV
 from .healthcheck import main as healthcheck
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
-        print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
+        print(f"ecs-observer: invalid configuration: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "translate":
         return _translate(args, settings.container_name)
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_demo(settings, as_json=args.json))
     except ConfigError as exc:
-        print(f"ecs-observer: invalid configuration: {exc}", file=sys.stderr)
+        print(f"ecs-observer: invalid configuration: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except OUTAGES as exc:  # a service down, refusing or throttling at start: one line, never a traceback
         print(f"ecs-observer: {explain(exc)}", file=sys.stderr)

@@ -242,5 +242,5 @@ async def dead_letters(settings: Settings, action: str, limit: int, emit: Callab
             format_entries(await dlq.show(limit), emit)
         else:
             moved = await dlq.redrive(progress)
-            emit(f"moved {moved} message(s) from {dlq.url} back to {queue.url}")
+            emit(redact(f"moved {moved} message(s) from {dlq.url} back to {queue.url}"))
     return 0
