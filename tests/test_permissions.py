@@ -140,7 +140,7 @@ def allows(documents: list[dict[str, Any]], action: str, resource: str, context:
             if not any(fnmatchcase(resource, r) for r in listed(statement["Resource"])):
                 continue
             conditions = statement.get("Condition") or {}
-            assert set(conditions) <= {"ArnEquals", "ArnLike"}, conditions  # the operators this knows
+            assert set(conditions) <= {"ArnEquals", "ArnLike", "StringEquals"}, conditions  # the operators this knows
             if all(
                 key in context and any(fnmatchcase(context[key], v) for v in listed(values))
                 for keys in conditions.values()

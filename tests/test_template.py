@@ -11,6 +11,7 @@ from typing import Any
 
 import aioboto3
 import pytest
+import yaml
 
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.dynamodb import TTL_ATTRIBUTE, check_table
@@ -26,7 +27,7 @@ from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.observer import Observer
 
 from .servers import PrefectServer
-from .test_permissions import SERVICE_PARAMETERS, allows, task_arn, task_role_policies
+from .test_permissions import ROOT, SERVICE_PARAMETERS, _CloudFormation, allows, task_arn, task_role_policies
 from .world import FAST, REGION, Task, depth, replicas, start_tasks
 
 
@@ -208,3 +209,48 @@ def test_service_template_grants_stop_task_on_the_watched_clusters_only() -> Non
     for on in ({"StopCancelled": "false", "StopOrphans": "true"}, {"StopCancelled": "false", "StartTimeout": "600"}):
         policies = task_role_policies({"WatchedClusterArns": a} | on, account)
         assert allows(policies, "ecs:StopTask", task_arn(a), {"ecs:cluster": a}), on
+
+
+def rejected(parameters: dict[str, str]) -> list[str]:
+    """The service template's Rules that reject these parameters (the rest at their defaults), as
+    CloudFormation evaluates them before it makes anything: Equals, Contains and Ref are all they use."""
+    template = yaml.load((ROOT / "infra" / "service.yaml").read_text(), Loader=_CloudFormation)  # noqa: S506
+    given = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | parameters
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node:
+            return given[node["Ref"]]
+        if isinstance(node, dict) and "Equals" in node:
+            left, right = (value(n) for n in node["Equals"])
+            return str(left) == str(right)
+        if isinstance(node, dict) and "Contains" in node:
+            options, item = node["Contains"]
+            return value(item) in [value(o) for o in options]
+        return node
+
+    return [
+        name
+        for name, rule in template.get("Rules", {}).items()
+        if value(rule.get("RuleCondition", True)) and not all(value(a["Assert"]) for a in rule["Assertions"])
+    ]
+
+
+def test_service_template_rules_reject_a_scaling_maximum_below_the_desired_count() -> None:
+    assert rejected({}) == []  # the defaults: no scaling
+    assert rejected({"AutoScalingMaxCount": "1"}) == ["ScalingMaximum1"]  # empty: 2 with the state table
+    assert rejected({"AutoScalingMaxCount": "2"}) == []
+    assert rejected({"AutoScalingMaxCount": "3", "DesiredCount": "4"}) == ["ScalingMaximum3"]
+    assert rejected({"AutoScalingMaxCount": "20", "DesiredCount": "20"}) == []
+    assert rejected({"AutoScalingMaxCount": "0", "DesiredCount": "9"}) == []  # scaling off: any count
+    # Every maximum the parameter allows has its rule.
+    assert all(rejected({"AutoScalingMaxCount": str(m), "DesiredCount": str(m + 1)}) for m in range(1, 21))
+
+
+def test_service_template_deregisters_task_definitions_in_its_region_only() -> None:
+    """IAM takes no resource for DeregisterTaskDefinition: the grant goes as far as IAM narrows it."""
+    policies = task_role_policies({})
+    definition = "arn:aws:ecs:{}:123456789012:task-definition/prefect-flow:3"
+    here = definition.format(REGION)
+    assert allows(policies, "ecs:DeregisterTaskDefinition", here, {"aws:RequestedRegion": REGION})
+    elsewhere = definition.format("eu-west-1")
+    assert not allows(policies, "ecs:DeregisterTaskDefinition", elsewhere, {"aws:RequestedRegion": "eu-west-1"})
