@@ -69,8 +69,9 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]
 
 @pytest.fixture(scope="session")
 def guarded_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """A real Prefect server with basic auth (admin:right), for tests of credentials it refuses."""
-    server = PrefectServer(tmp_path_factory.mktemp("guarded"), auth_string="admin:right")
+    """A real Prefect server with basic auth (its `auth_string`), for tests of credentials it refuses; no test
+    makes flow runs in it, so a demo or a sweep against it meets none but its own."""
+    server = PrefectServer(tmp_path_factory.mktemp("guarded"), auth_string="admin:Guarded-Passw0rd")
     server.start()
     yield server
     server.stop()

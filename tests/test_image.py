@@ -79,4 +79,4 @@ async def test_installed_command_checks_against_moto(installed: Path, aws: AwsCl
     env = {**os.environ, "ECS_OBSERVER_QUEUE_URL": queue_url, "PREFECT_API_URL": prefect.api_url}
     result = sh(installed, "check", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") == 9  # every check of test_cli.py
+    assert result.stdout.count("\nok ") + result.stdout.startswith("ok ") == 10  # every check of test_cli.py

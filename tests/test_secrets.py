@@ -22,7 +22,8 @@ QUEUE_PASSWORD = "Queue-Passw0rd-Never-Shown"
 API_KEY = "pnu_Api-Key-Never-Shown"
 AUTH_PASSWORD = "Auth-Passw0rd-Never-Shown"
 AWS_SECRET = "Aws-Secret-Never-Shown"
-SECRETS = (URL_PASSWORD, QUEUE_PASSWORD, API_KEY, AUTH_PASSWORD, AWS_SECRET)
+GUARDED_PASSWORD = "Guarded-Passw0rd"  # tests/conftest.py's guarded_prefect
+SECRETS = (URL_PASSWORD, QUEUE_PASSWORD, API_KEY, AUTH_PASSWORD, AWS_SECRET, GUARDED_PASSWORD)
 
 
 def with_password(url: str, password: str) -> str:
@@ -54,7 +55,9 @@ async def world(aws: AwsClients, prefect: PrefectServer) -> dict[str, str]:
 @pytest.mark.parametrize(
     "secret", [{"PREFECT_API_KEY": API_KEY}, {"PREFECT_API_AUTH_STRING": f"admin:{AUTH_PASSWORD}"}]
 )
-async def test_no_command_prints_a_secret(aws: AwsClients, world: dict[str, str], secret: dict[str, str]) -> None:
+async def test_no_command_prints_a_secret(
+    aws: AwsClients, world: dict[str, str], secret: dict[str, str], guarded_prefect: PrefectServer
+) -> None:
     env = world | secret
     queue_url = world["ECS_OBSERVER_QUEUE_URL"].replace(f"operator:{QUEUE_PASSWORD}@", "")
     outputs: list[str] = []
@@ -92,7 +95,14 @@ async def test_no_command_prints_a_secret(aws: AwsClients, world: dict[str, str]
         ("run", "--receivers", "0"),  # a bad setting: the one-line error
         ("check", "--prefect-api-url", with_password(f"http://127.0.0.1:{free_port()}/api", URL_PASSWORD)),
     ]
-    results = await asyncio.gather(*(asyncio.to_thread(cli, *c, env=env, timeout=180) for c in commands))
+    # The demo in a Prefect of its own (it sweeps every active run there), its password in the URL alone.
+    guarded = guarded_prefect.api_url.replace("://", f"://admin:{GUARDED_PASSWORD}@", 1)
+    demo_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")}
+    demo_env["PREFECT_API_URL"] = guarded
+    envs = [demo_env if c[0] == "demo" else env for c in commands]
+    results = await asyncio.gather(
+        *(asyncio.to_thread(cli, *c, env=e, timeout=180) for c, e in zip(commands, envs, strict=True))
+    )
     for command, result in zip(commands, results, strict=True):
         assert "Traceback" not in result.stderr, (command, result.stderr)
         outputs += [result.stdout, result.stderr]

@@ -13,7 +13,7 @@ from ..adapters.prefect.client import Reachable
 from ..adapters.sqs import SqsQueue
 from ..core.sweep import ACTIVE
 from ..support.redact import redact
-from .dlq import find_dead_letter_queue
+from .dlq import dead_letter_arn
 from .errors import OUTAGES, explain
 from .service import open_queue, prefect_client, queue_region
 from .settings import ConfigError, Settings
@@ -88,8 +88,8 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         async def dead_letters() -> str:
             if not holder:
                 raise _Failed("no queue")
-            dlq = await find_dead_letter_queue(holder[0].client, holder[0].url)
-            return dlq.url
+            dlq_arn, _ = await dead_letter_arn(holder[0].client, holder[0].url)
+            return dlq_arn
 
         async def receive() -> str:
             if not holder:

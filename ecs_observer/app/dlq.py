@@ -26,7 +26,15 @@ from .settings import ConfigError
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
 
-__all__ = ["DeadLetterQueue", "DlqEntry", "DlqListing", "find_dead_letter_queue", "format_entries", "why_rejected"]
+__all__ = [
+    "DeadLetterQueue",
+    "DlqEntry",
+    "DlqListing",
+    "dead_letter_arn",
+    "find_dead_letter_queue",
+    "format_entries",
+    "why_rejected",
+]
 
 log = logging.getLogger("ecs_observer.dlq")
 _BATCH = 10
@@ -179,17 +187,23 @@ class DeadLetterQueue:
             bar.update(len(ok))
 
 
-async def find_dead_letter_queue(sqs: SQSClient, source_url: str) -> DeadLetterQueue:
+async def dead_letter_arn(sqs: SQSClient, source_url: str) -> tuple[str, str]:
+    """The ARN of the queue's dead-letter queue, and the queue's own; by GetQueueAttributes alone (all that
+    `check` may call on the observer's role)."""
     attrs = (await sqs.get_queue_attributes(QueueUrl=source_url, AttributeNames=["RedrivePolicy", "QueueArn"]))[
         "Attributes"
     ]
     policy = attrs.get("RedrivePolicy")
     if not policy:
         raise ConfigError(f"ECS_OBSERVER_QUEUE_URL: {source_url} has no redrive policy, so no dead-letter queue")
-    dlq_arn = json.loads(policy)["deadLetterTargetArn"]
+    return str(json.loads(policy)["deadLetterTargetArn"]), attrs["QueueArn"]
+
+
+async def find_dead_letter_queue(sqs: SQSClient, source_url: str) -> DeadLetterQueue:
+    dlq_arn, source_arn = await dead_letter_arn(sqs, source_url)
     _, _, _, _, account, name = dlq_arn.split(":", 5)
     dlq_url = (await sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account))["QueueUrl"]
-    return DeadLetterQueue(sqs, dlq_url, dlq_arn, source_url, attrs["QueueArn"])
+    return DeadLetterQueue(sqs, dlq_url, dlq_arn, source_url, source_arn)
 
 
 def format_entries(listing: DlqListing, emit: Callable[[str], None]) -> None:

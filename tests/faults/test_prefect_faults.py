@@ -96,13 +96,13 @@ async def test_refused_credentials_keep_everything_until_fixed(
     assert len(errors) == 1
     assert "refuses our credentials (HTTP 401)" in errors[0]
     assert "PREFECT_API_AUTH_STRING" in errors[0]
-    assert "right" not in caplog.text
+    assert "Guarded-Passw0rd" not in caplog.text
     assert "wrong" not in caplog.text
     assert (obs.stats.forwarded, obs.stats.deleted) == (0, 8)  # only the untagged task's, filtered
     assert await depth(aws, sc.dlq_url) == (0, 0)
 
     # Restarted with the right credentials: everything arrives.
-    right = PrefectApiSink(PrefectClient(server.api_url, auth_string="admin:right"))
+    right = PrefectApiSink(PrefectClient(server.api_url, auth_string=server.auth_string))
     again = await observer(aws, sc.queue_url, right)
     await run_until(again, lambda: again.stats.deleted >= sc.expected)
     await right.aclose()
