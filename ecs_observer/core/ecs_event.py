@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 __all__ = [
     "ECS_SOURCE",
+    "TASK_ARN",
     "TASK_STATE_CHANGE",
     "Container",
     "Decoded",
@@ -39,7 +40,7 @@ FLOW_RUN_ID_ENV = "PREFECT__FLOW_RUN_ID"
 _UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # arn:<partition>:ecs:<region>:<account>:task/[<cluster>/]<task id>. The account is usually 12 digits, but
 # documentation samples, redacted logs and emulators use other shapes; the task id is what matters.
-_TASK_ARN = re.compile(
+TASK_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):ecs:(?P<region>[a-z0-9-]+):(?P<account>[^/:\s]{1,64}):"
     r"task/(?:(?P<cluster>[A-Za-z0-9_-]{1,255})/)?(?P<task_id>[A-Za-z0-9-]{1,64})$"
 )
@@ -236,7 +237,7 @@ def _describe(exc: ValidationError) -> str:
 
 def _to_change(envelope: _Envelope) -> Decoded:
     detail = envelope.detail
-    arn = _TASK_ARN.match(detail.task_arn)
+    arn = TASK_ARN.match(detail.task_arn)
     if arn is None:
         return Rejected(f"detail.taskArn: not an ECS task ARN: {detail.task_arn[:200]!r}")
     if not _STATUS.match(detail.last_status):

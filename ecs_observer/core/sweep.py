@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from .ecs_event import TASK_ARN
 from .run_states import FINAL, PLACING, RunState
 from .start_failure import START_TIMEOUT_MARK
 from .task_view import DescribeFailure, TaskView
@@ -42,10 +43,6 @@ ACTIVE = frozenset({"PENDING", "RUNNING", "CANCELLING"})
 _MAX_REASON = 255  # StopTask's `reason`
 # "<cluster name or ARN>::<task ARN>", as the prefect-aws ECS worker sets `infrastructure_pid`.
 _PID = re.compile(r"^(?P<cluster>[^\s:]+|arn:[^\s]+?)::(?P<task>arn:[^\s]+)$")
-_TASK_ARN = re.compile(
-    r"^arn:(?P<partition>aws[a-z-]*):ecs:(?P<region>[a-z0-9-]+):(?P<account>[^/:\s]{1,64}):"
-    r"task/(?:(?P<cluster>[A-Za-z0-9_-]{1,255})/)?(?P<task_id>[A-Za-z0-9-]{1,64})$"
-)
 _CLUSTER_ARN = re.compile(r"^arn:aws[a-z-]*:ecs:(?P<region>[a-z0-9-]+):(?P<account>[^:/\s]+):cluster/(?P<name>.+)$")
 
 
@@ -77,7 +74,7 @@ def task_of(pid: str | None) -> TaskRef | None:
     if not pid or (found := _PID.match(pid.strip())) is None:
         return None
     task, cluster = found["task"], found["cluster"]
-    arn = _TASK_ARN.match(task)
+    arn = TASK_ARN.match(task)
     if arn is None:
         return None
     named = _CLUSTER_ARN.match(cluster)

@@ -8,7 +8,6 @@ lost STOPPED event would have done.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,13 +15,10 @@ from types import MappingProxyType
 from typing import Any
 from uuid import UUID, uuid5
 
-from .ecs_event import FLOW_RUN_ID_ENV, Container, Stop, TaskStateChange, parse_uuid
+from .ecs_event import FLOW_RUN_ID_ENV, TASK_ARN, Container, Stop, TaskStateChange, parse_uuid
 
 __all__ = ["SWEEP_NAMESPACE", "DescribeFailure", "TaskView", "observation", "sweep_event_id", "view_of"]
 
-_TASK_ARN = re.compile(
-    r"^arn:aws[a-z-]*:ecs:(?P<region>[a-z0-9-]+):[^/:\s]+:task/(?:[^/]+/)?(?P<task_id>[A-Za-z0-9-]+)$"
-)
 
 # Sweep events' ids: derived from task and version, so that replicas and later sweeps agree.
 SWEEP_NAMESPACE = UUID("6f1c2a1e-3b7d-4c55-9e0a-5d2b8f4e7c31")
@@ -98,7 +94,7 @@ def observation(view: TaskView, seen: datetime, run_id: UUID | None = None) -> T
 def view_of(task: Mapping[str, Any]) -> TaskView | None:
     """A DescribeTasks `tasks` entry as a `TaskView`; None for one without a task ARN."""
     arn = task.get("taskArn")
-    found = _TASK_ARN.match(arn) if isinstance(arn, str) else None
+    found = TASK_ARN.match(arn) if isinstance(arn, str) else None
     if arn is None or found is None:
         return None
     tags = {str(tag["key"]): str(tag.get("value", "")) for tag in task.get("tags") or [] if "key" in tag}
