@@ -37,6 +37,7 @@ from ..core.run_states import (
 from ..core.sweep import ACTIVE
 from ..core.task_record import expires_after
 from ..ports import ContainerLogs, FlowRuns, TaskDefinitions, TaskStateStore
+from ..support.batcher import Batcher
 from ..support.stats import Stats
 from .config import ObserverConfig
 
@@ -45,56 +46,6 @@ __all__ = ["Effects"]
 T = TypeVar("T")
 
 log = logging.getLogger("ecs_observer")
-
-
-class _Reads:
-    """Run states, read for many runs at once."""
-
-    def __init__(self, runs: FlowRuns, linger: float) -> None:
-        self._runs = runs
-        self._linger = linger
-        self._waiting: dict[UUID, asyncio.Future[RunState | None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._calls: set[asyncio.Task[None]] = set()
-
-    async def state(self, run_id: UUID) -> RunState | None:
-        future = self._waiting.get(run_id)
-        if future is None:
-            future = self._waiting[run_id] = asyncio.get_running_loop().create_future()
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
-        return await asyncio.shield(future)
-
-    def _flush(self) -> None:
-        self._timer = None
-        waiting, self._waiting = self._waiting, {}
-        call = asyncio.get_running_loop().create_task(self._read(waiting))
-        self._calls.add(call)
-        call.add_done_callback(self._calls.discard)
-
-    async def _read(self, waiting: dict[UUID, asyncio.Future[RunState | None]]) -> None:
-        try:
-            found = await self._runs.states(list(waiting))
-        except BaseException as exc:
-            for future in waiting.values():
-                if not future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        future.cancel()
-                    else:
-                        future.set_exception(exc)
-            raise
-        for run_id, future in waiting.items():
-            if not future.done():
-                future.set_result(found.get(run_id))
-
-    async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for future in self._waiting.values():
-            future.cancel()
-        for call in self._calls:
-            call.cancel()
-        await asyncio.gather(*self._calls, return_exceptions=True)
 
 
 # AWS calls for crash logs and deregistration are tried this often, then given up with a warning:
@@ -123,7 +74,7 @@ class Effects:
         self._backoff = config.backoff.hooked(stats.called)
         self._container_name = config.container_name
         self._retry = config.retry_policy()
-        self._reads = _Reads(runs, config.linger)
+        self._reads: Batcher[UUID, RunState | None] = Batcher(self._read, linger=config.linger, distinct=True)
         # (run, task) pairs whose InfrastructurePending is answered: the task's next placing change reads nothing.
         self._placed: LRUCache[tuple[UUID, str], bool] = LRUCache(maxsize=10_000)
         self._tails: dict[str, asyncio.Task[None]] = {}  # per task: its latest effects, which later ones await
@@ -161,7 +112,7 @@ class Effects:
         if forward.change.last_status in PLACING and placed in self._placed:
             # This task's InfrastructurePending is set: whatever the run did since, nothing is to propose.
             return None, None
-        current = await self._reads.state(effect.run_id)
+        current = await self._reads.ask(effect.run_id)
         if current is None:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
@@ -220,7 +171,7 @@ class Effects:
     async def propose_while_on(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
         """A proposal of the sweep's own (the run's task is gone), made only if the run, read now, is still
         active on that task: an event or another replica may have settled it meanwhile."""
-        current = await self._reads.state(run_id)
+        current = await self._reads.ask(run_id)
         if current is None or current.type not in ACTIVE or current.task_arn not in (None, task_arn):
             return None
         answer = await self._runs.propose(run_id, proposal)
@@ -305,6 +256,10 @@ class Effects:
         if claim == "mine":
             await action()
             await self._store.done(change.task_arn, what, expires)
+
+    async def _read(self, run_ids: list[UUID]) -> list[RunState | None]:
+        found = await self._runs.states(run_ids)
+        return [found.get(run_id) for run_id in run_ids]
 
     async def close(self) -> None:
         for task in list(self._tails.values()):

@@ -24,7 +24,7 @@ __all__ = ["Batcher", "Intake"]
 class Batcher(Protocol):
     def intake(self, full: bool) -> None: ...
 
-    def flush_all(self) -> None: ...
+    def flush(self) -> None: ...
 
 
 class Intake:
@@ -149,7 +149,7 @@ class Intake:
         if self._full():
             # Nothing more comes in until something finishes: waiting batches gain nothing by waiting.
             for batcher in self._batchers:
-                batcher.flush_all()
+                batcher.flush()
         while self._full() and not self.stopping.is_set():
             self._room.clear()
             await self._room.wait()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ..ports import Message, MessageQueue
 from ..support.backoff import Backoff
+from ..support.batcher import Batcher
 from ..support.stats import Stats
 
 __all__ = ["Leases"]
@@ -36,13 +37,12 @@ class Leases:
         self._queue = queue
         self._stats = stats
         self._visibility = visibility_timeout
-        self._linger = delete_linger
-        self._backlog = False  # set while receives come back full: more deletes are on their way
         self._backoff = backoff.hooked(stats.called)
         self._deadlines: dict[str, tuple[Message, float]] = {}  # message id -> (message, visible again at)
-        self._to_delete: list[Message] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._deletes: set[asyncio.Task[None]] = set()
+        # In a backlog, wait longer for a full batch of 10: one DeleteMessageBatch per 10 messages.
+        self.deletes: Batcher[Message, None] = Batcher(
+            self._delete, linger=delete_linger, backlog_linger=10 * delete_linger, max_items=SQS_BATCH
+        )
 
     def hold(self, message: Message) -> None:
         self._deadlines[message.message_id] = (message, asyncio.get_running_loop().time() + self._visibility)
@@ -52,36 +52,10 @@ class Leases:
         self._deadlines.pop(message.message_id, None)
 
     def ack(self, message: Message) -> None:
-        self._to_delete.append(message)
-        if len(self._to_delete) >= SQS_BATCH:
-            self._flush()
-        elif self._timer is None:
-            # In a backlog, wait longer for a full batch of 10: one DeleteMessageBatch per 10 messages.
-            linger = 10 * self._linger if self._backlog else self._linger
-            self._timer = asyncio.get_running_loop().call_later(linger, self._flush)
+        """Delete the message, in a batch with others (`deletes`); a failed delete is logged, not raised."""
+        self.deletes.submit(message)
 
-    def flush_all(self) -> None:
-        """Send the waiting deletes now: no more can come (the in-flight bound is reached)."""
-        if self._to_delete:
-            self._flush()
-
-    def intake(self, full: bool) -> None:
-        """Told after each receive: a short one means the backlog is drained, so pending deletes go now."""
-        was, self._backlog = self._backlog, full
-        if was and not full and self._to_delete:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._to_delete:
-            batch, self._to_delete = self._to_delete[:SQS_BATCH], self._to_delete[SQS_BATCH:]
-            task = asyncio.get_running_loop().create_task(self._delete(batch))
-            self._deletes.add(task)
-            task.add_done_callback(self._deletes.discard)
-
-    async def _delete(self, batch: Sequence[Message]) -> None:
+    async def _delete(self, batch: Sequence[Message]) -> list[None]:
         async def delete() -> dict[str, str]:
             self._stats.sqs_calls["DeleteMessageBatch"] += 1
             answer = await self._queue.delete(batch)
@@ -103,11 +77,7 @@ class Leases:
                 )
             else:
                 self._stats.deleted += 1
-
-    async def flush(self) -> None:
-        """Send the pending deletes and wait for all of them."""
-        self._flush()
-        await asyncio.gather(*self._deletes, return_exceptions=True)
+        return [None] * len(batch)
 
     async def keep_alive(self) -> None:
         """Extend the visibility of held messages whose timeout is past half; runs until cancelled."""

@@ -76,7 +76,7 @@ class Observer:
             sink, max_events=config.batch_size, max_bytes=config.batch_bytes, linger=config.linger
         )
         self._leases = Leases(queue, stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
-        batchers = (self._tags, self._leases, self._forwarder)
+        batchers = (self._tags, self._leases.deletes, self._forwarder.batches)
         self._intake = Intake(queue, self._leases, batchers, stats, config, self._dispatch)
         self._handlers: set[asyncio.Task[None]] = set()
         # Bounded, so that each broken message is logged once, not on every redelivery.
@@ -127,7 +127,7 @@ class Observer:
         if self._effects is not None:
             await self._effects.close()
         await self._forwarder.close()
-        await self._leases.flush()
+        await self._leases.deletes.drain()
 
     def _dispatch(self, messages: list[Message]) -> None:
         decoded = [(message, decode(message.body)) for message in messages]

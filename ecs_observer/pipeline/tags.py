@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -35,6 +35,7 @@ from ..core.ecs_event import TaskStateChange
 from ..core.task_record import GONE, NO_TAGS, TaskRecord, TaskTags, expires_after
 from ..ports import DescribeFailure, TaskDescriber, TaskStateStore, TaskView
 from ..support.backoff import Backoff, Retrying
+from ..support.batcher import Batcher
 from ..support.stats import Stats
 from .config import ObserverConfig
 from .watch import StateWatch
@@ -55,12 +56,11 @@ class _Retries:
     failing_since: float | None = None  # when ECS first failed to describe the task (monotonic)
 
 
-@dataclass
-class _Pending:
-    futures: dict[str, asyncio.Future[TaskTags]] = field(default_factory=dict)
-    changes: dict[str, TaskStateChange] = field(default_factory=dict)
-    timer: asyncio.TimerHandle | None = None
-    first: float = 0.0
+@dataclass(frozen=True, slots=True)
+class _AskAgain:
+    """ECS's answer for the task is not final yet: ask again at this (loop) time."""
+
+    at: float
 
 
 class TagLookup:
@@ -86,12 +86,11 @@ class TagLookup:
         self._linger = linger
         self._backlog = False  # set while receives come back full: more tasks are on their way
         self._backoff = backoff.hooked(stats.called)
-        self._pending: dict[tuple[str, str | None], _Pending] = {}
+        self._groups: dict[tuple[str, str | None], Batcher[TaskStateChange, TaskTags | _AskAgain]] = {}
         self._in_flight: dict[str, asyncio.Future[TaskTags]] = {}
         self._calls: set[asyncio.Task[None]] = set()
         self._failure_limit = failure_limit
         self._retries: dict[str, _Retries] = {}  # tasks to be asked again, and how often they were
-        self._later: dict[str, asyncio.TimerHandle] = {}  # per task: when it is asked again
 
     @classmethod
     def configured(
@@ -144,17 +143,31 @@ class TagLookup:
             while not await self._store.claim(change.task_arn, self._claim_seconds):
                 record = await self._await_claimant(change.task_arn)
                 if record.tags is not None:
-                    self._in_flight.pop(change.task_arn, None)
-                    if not future.done():
-                        future.set_result(self._learnt(change.task_arn, record.tags))
-                    return
+                    answer = self._learnt(change.task_arn, record.tags)
+                    break
                 # The claimant saved nothing before its claim lapsed (it died or is stuck): claim again.
+            else:
+                answer = await self._described(change)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
-            self._in_flight.pop(change.task_arn, None)
-            if not future.done() and not isinstance(exc, asyncio.CancelledError):
+            if not future.done():
                 future.set_exception(exc)  # the waiting messages fail, and so stay in the queue
             raise
-        self._enqueue(change, future)
+        finally:
+            self._in_flight.pop(change.task_arn, None)
+            self._retries.pop(change.task_arn, None)
+        if not future.done():
+            future.set_result(answer)
+
+    async def _described(self, change: TaskStateChange) -> TaskTags:
+        """The tags ECS answers for the task, asked again (with backoff) while its answer is not final."""
+        while True:
+            answer = await self._group(change).ask(change)
+            if isinstance(answer, TaskTags):
+                return answer
+            await asyncio.sleep(max(0.0, answer.at - asyncio.get_running_loop().time()))
 
     def _learnt(self, task_arn: str, tags: TaskTags) -> TaskTags:
         """Tags another replica described, read from the shared state: kept here for the task's life."""
@@ -169,63 +182,39 @@ class TagLookup:
             if record is None or record.tags is not None or record.claimed_until < time.time():
                 return record or TaskRecord()
 
-    def _enqueue(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
-        loop = asyncio.get_running_loop()
-        key = (change.region, change.cluster)
-        pending = self._pending.setdefault(key, _Pending())
-        pending.futures[change.task_arn] = future
-        pending.changes[change.task_arn] = change
-        if len(pending.futures) >= MAX_TASKS_PER_CALL:
-            self._flush(key)
-            return
-        now = loop.time()
-        if pending.timer is None:
-            pending.first = now
-        else:
-            pending.timer.cancel()
-        pending.timer = loop.call_at(self._due(pending, now), self._flush, key)
+    def _group(self, change: TaskStateChange) -> Batcher[TaskStateChange, TaskTags | _AskAgain]:
+        """The batcher of the change's (region, cluster): one DescribeTasks is for one cluster."""
+        key = region, cluster = change.region, change.cluster
+        group = self._groups.get(key)
+        if group is None:
+            # In a trickle a group goes once no new task has joined for a linger (debounce), within
+            # 10 lingers; in a backlog after 50, unless 100 tasks, a short receive or a full in-flight
+            # bound (`flush`) come first: its messages have waited in the queue anyway.
+            group = self._groups[key] = Batcher(
+                lambda changes: self._describe(region, cluster, changes),
+                linger=10 * self._linger,
+                quiet=self._linger,
+                backlog_linger=50 * self._linger,
+                max_items=MAX_TASKS_PER_CALL,
+            )
+            group.intake(self._backlog)
+        return group
 
-    def _due(self, pending: _Pending, now: float) -> float:
-        """When a partial group goes. In a trickle: once no new task has joined for a linger (debounce),
-        within 10 lingers. In a backlog: after 50 lingers, unless 100 tasks, a short receive or a full
-        in-flight bound (`flush_all`) come first; its messages have waited in the queue anyway."""
-        if self._backlog:
-            return pending.first + 50 * self._linger
-        return min(now + self._linger, pending.first + 10 * self._linger)
-
-    def flush_all(self) -> None:
+    def flush(self) -> None:
         """Send every partial group now: no more tasks can come (the in-flight bound is reached)."""
-        for key in list(self._pending):
-            self._flush(key)
+        for group in self._groups.values():
+            group.flush()
 
     def intake(self, full: bool) -> None:
         """Told after each receive: a full one means a backlog, a short one that the intake has caught up."""
-        was, self._backlog = self._backlog, full
-        if was and not full:
-            loop = asyncio.get_running_loop()
-            for key, pending in self._pending.items():
-                if pending.timer is not None:
-                    pending.timer.cancel()
-                pending.timer = loop.call_at(self._due(pending, loop.time()), self._flush, key)
-
-    def _flush(self, key: tuple[str, str | None]) -> None:
-        pending = self._pending.pop(key, None)
-        if pending is None:
-            return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        call = asyncio.get_running_loop().create_task(self._describe(key, pending.futures, pending.changes))
-        self._calls.add(call)
-        call.add_done_callback(self._calls.discard)
+        self._backlog = full
+        for group in self._groups.values():
+            group.intake(full)
 
     async def _describe(
-        self,
-        key: tuple[str, str | None],
-        futures: dict[str, asyncio.Future[TaskTags]],
-        changes: dict[str, TaskStateChange],
-    ) -> None:
-        region, cluster = key
-        arns = list(futures)
+        self, region: str, cluster: str | None, changes: list[TaskStateChange]
+    ) -> list[TaskTags | _AskAgain]:
+        arns = [change.task_arn for change in changes]
 
         async def describe() -> Mapping[str, TaskView | DescribeFailure | None]:
             self._stats.describe_calls += 1
@@ -235,34 +224,25 @@ class TagLookup:
             return answer
 
         what = f"DescribeTasks for {len(arns)} task(s) of cluster {cluster or 'default'} in {region}"
-        try:
-            found = await self._backoff.call("describe_tasks", describe, what=what)
-        except BaseException:
-            self._forget(arns)
-            raise
-        results: dict[str, TaskTags] = {}
-        for arn in arns:
-            result = self._result(changes[arn], found.get(arn))
-            if result is None:
-                self._ask_later(changes[arn], futures[arn], found.get(arn))
-            else:
-                results[arn] = result
-        try:
-            # Saved before anyone proceeds: the other replicas watching these tasks stop waiting.
-            await asyncio.gather(
-                *(
-                    self._store.save_tags(arn, result, expires_after(changes[arn].last_status, changes[arn].occurred))
-                    for arn, result in results.items()
-                    if result.failure is None
-                )
+        found = await self._backoff.call("describe_tasks", describe, what=what)
+        results: list[TaskTags | _AskAgain] = []
+        for change in changes:
+            answer = found.get(change.task_arn)
+            result = self._result(change, answer)
+            results.append(self._ask_later(change, answer) if result is None else result)
+        final = [(change, r) for change, r in zip(changes, results, strict=True) if isinstance(r, TaskTags)]
+        # Saved before anyone proceeds: the other replicas watching these tasks stop waiting.
+        await asyncio.gather(
+            *(
+                self._store.save_tags(change.task_arn, r, expires_after(change.last_status, change.occurred))
+                for change, r in final
+                if r.failure is None
             )
-        finally:
-            self._forget(list(results))
-        for arn, result in results.items():
-            if result.failure is None:
-                self._cache[arn] = result
-            if not futures[arn].done():
-                futures[arn].set_result(result)
+        )
+        for change, r in final:
+            if r.failure is None:
+                self._cache[change.task_arn] = r
+        return results
 
     def _result(self, change: TaskStateChange, answer: TaskView | DescribeFailure | None) -> TaskTags | None:
         """The task's tags from ECS's answer, or None to ask again later."""
@@ -278,12 +258,7 @@ class TagLookup:
             return TaskTags(MappingProxyType({}), described=False, failure=answer.reason)
         return prefect_tags(answer.tags)
 
-    def _ask_later(
-        self,
-        change: TaskStateChange,
-        future: asyncio.Future[TaskTags],
-        answer: TaskView | DescribeFailure | None,
-    ) -> None:
+    def _ask_later(self, change: TaskStateChange, answer: TaskView | DescribeFailure | None) -> _AskAgain:
         retries = self._retries.setdefault(change.task_arn, _Retries())
         retries.attempts += 1
         reason = answer.reason if isinstance(answer, DescribeFailure) else "MISSING, just after it started?"
@@ -296,34 +271,14 @@ class TagLookup:
                 answered=True,
             )
         )
-        loop = asyncio.get_running_loop()
-        self._later[change.task_arn] = loop.call_later(
-            self._backoff.delay(retries.attempts), self._again, change, future
-        )
-
-    def _again(self, change: TaskStateChange, future: asyncio.Future[TaskTags]) -> None:
-        self._later.pop(change.task_arn, None)
-        if not future.done():
-            self._enqueue(change, future)
-
-    def _forget(self, arns: list[str]) -> None:
-        for arn in arns:
-            self._in_flight.pop(arn, None)
-            self._retries.pop(arn, None)
+        return _AskAgain(asyncio.get_running_loop().time() + self._backoff.delay(retries.attempts))
 
     async def close(self) -> None:
-        for handle in self._later.values():
-            handle.cancel()
-        for pending in self._pending.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
-            for future in pending.futures.values():
-                future.cancel()
-        self._pending.clear()
         for future in self._in_flight.values():
             future.cancel()
         for call in self._calls:
             call.cancel()
+        await asyncio.gather(*(group.close() for group in self._groups.values()))
         await asyncio.gather(*self._calls, return_exceptions=True)
 
 
