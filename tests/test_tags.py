@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from botocore.exceptions import ClientError
 
 from ecs_observer import TaskStateChange, decode
@@ -15,7 +16,7 @@ from ecs_observer.adapters.ecs import EcsDescriber
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.samples import described, state_change
 from ecs_observer.core.decision import Release, unowned
-from ecs_observer.core.task_record import GONE, NO_TAGS
+from ecs_observer.core.task_record import GONE, NO_TAGS, TaskTags
 from ecs_observer.core.translate import flow_run_id
 from ecs_observer.pipeline.tags import MISSING_GRACE, MISSING_TRIES, TagLookup
 from ecs_observer.ports import DescribeFailure, TaskView
@@ -208,3 +209,20 @@ async def test_a_denial_that_is_lifted_in_time_gives_the_tags() -> None:
     describer = Answers(DescribeFailure("ACCESS_DENIED"), RUN_TAGS)
     found = await lookup_with(describer).tags_for(change_at(datetime.now(UTC)))
     assert dict(found.tags) == RUN_TAGS
+
+
+class _SaveFails(MemoryTaskState):
+    async def save_tags(self, task_arn: str, tags: TaskTags, expires: datetime) -> None:
+        raise RuntimeError("the state table is gone")
+
+
+async def test_tags_that_cannot_be_saved_fail_the_waiting_changes_instead_of_holding_them() -> None:
+    describer = Answers(RUN_TAGS)
+    lookup = TagLookup(describer, _SaveFails(100), Stats(), linger=0.01)
+    waiting = [lookup.tags_for(change_at(datetime.now(UTC))) for _ in range(2)]  # one lookup for both
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=5)
+    assert [str(error) for error in results] == ["the state table is gone"] * 2  # their messages stay queued
+    assert lookup.cached(ARN) is None
+    with pytest.raises(RuntimeError, match="state table"):
+        await asyncio.wait_for(lookup.tags_for(change_at(datetime.now(UTC))), timeout=5)
+    assert describer.calls == 2  # asked afresh: nothing was left in flight
