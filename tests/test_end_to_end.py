@@ -220,7 +220,7 @@ async def test_outage_holds_a_bounded_number_and_shutdown_returns_them(aws: AwsC
     obs = await observer(aws, queue_url, sink, replace(FAST, max_in_flight=10, drain_timeout=1.0))
     run = asyncio.create_task(obs.run())
     for _ in range(100):
-        if obs.stats.in_flight == 10:
+        if obs.in_flight == 10:
             break
         await asyncio.sleep(0.1)
     # Room is reserved before each receive: with all 10 places held, no receive is under way or can start.

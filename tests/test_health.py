@@ -48,7 +48,7 @@ async def observing(
         if unhealthy_after is None
         else with_dependencies(obs.health, obs.stats.dependencies, unhealthy_after)
     )
-    server = HealthServer(obs.stats, health, port=0, host="127.0.0.1")
+    server = HealthServer(obs.stats, health, port=0, host="127.0.0.1", in_flight=lambda: obs.in_flight)
     await server.start()
     run = asyncio.create_task(obs.run())
     try:
@@ -70,7 +70,7 @@ async def test_healthy_while_observing_and_metrics_count_what_happened(aws: AwsC
     async with observing(obs, sink) as server:
         for _ in range(100):
             await asyncio.sleep(0.2)
-            if await depth(aws, queue_url) == (0, 0) and obs.stats.in_flight == 0:
+            if await depth(aws, queue_url) == (0, 0) and obs.in_flight == 0:
                 break
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
             health = await http.get("/healthz")
@@ -132,6 +132,13 @@ async def test_unhealthy_once_prefect_has_failed_longer_than_the_setting(aws: Aw
             answers.append(health.status_code)
             if health.status_code == 503:
                 break
+        # Every message waits for Prefect: the gauge, /healthz and the summary read intake's count.
+        metrics = (await http.get("/metrics")).text
+        held, summary = obs.in_flight, obs.summary()
+    assert held == len(task.events)
+    assert f"\necs_observer_in_flight_messages {held:.1f}\n" in metrics
+    assert health.json()["in_flight"] == held
+    assert f"in_flight={held}" in summary
     assert answers[0] == 200  # not at once: only after 2 s of failure
     assert health.status_code == 503
     body = health.json()

@@ -1,7 +1,8 @@
 """`/healthz` and `/metrics` over HTTP, for the container health check and Prometheus.
 
 Metrics are read from the observer's Stats at scrape time, so the counts are
-kept once and the log summaries and `/metrics` always agree.
+kept once and the log summaries and `/metrics` always agree; the in-flight
+gauge is read from the part that owns the bound (`Observer.in_flight`).
 """
 
 from __future__ import annotations
@@ -69,14 +70,15 @@ _COUNTERS = {
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, in_flight: Callable[[], int]) -> None:
         self._stats = stats
+        self._in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
         counts = self._stats.counts()
         for field, (name, doc) in _COUNTERS.items():
             yield CounterMetricFamily(f"ecs_observer_{name}", doc, value=counts[field])
-        yield GaugeMetricFamily("ecs_observer_in_flight_messages", "Messages held in flight", value=counts["in_flight"])
+        yield GaugeMetricFamily("ecs_observer_in_flight_messages", "Messages held in flight", value=self._in_flight())
         stats = self._stats
         for name, doc, label, counter in (
             ("sqs_calls", "SQS API calls by API", "api", stats.sqs_calls),
@@ -106,7 +108,7 @@ class _StatsCollector(Collector):
 
 
 class HealthServer:
-    """Serves `health()` (ok, details) at /healthz and the stats at /metrics."""
+    """Serves `health()` (ok, details) at /healthz, and the stats and `in_flight()` at /metrics."""
 
     # All interfaces by default: Prometheus scrapes the task from outside the container.
     def __init__(
@@ -115,9 +117,11 @@ class HealthServer:
         health: Health,
         port: int,
         host: str = "0.0.0.0",  # noqa: S104
+        *,
+        in_flight: Callable[[], int],
     ) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_StatsCollector(stats))
+        self._registry.register(_StatsCollector(stats, in_flight))
         self._health = health
         self._port = port
         self._host = host

@@ -188,7 +188,7 @@ async def run_service(settings: Settings) -> Observer:
             sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
         if settings.health_port:
             verdict = with_dependencies(observer.health, stats.dependencies, settings.unhealthy_after)
-            health = HealthServer(stats, verdict, settings.health_port)
+            health = HealthServer(stats, verdict, settings.health_port, in_flight=lambda: observer.in_flight)
             try:
                 await health.start()
             except OSError as exc:

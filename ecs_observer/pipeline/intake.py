@@ -1,7 +1,8 @@
 """The receive loops: long polls under the in-flight bound, each batch handed on to be dispatched.
 
-Room is reserved before a receive, so that concurrent receivers cannot
-overshoot the bound. The batchers (DescribeTasks groups, deletes) are told
+Intake owns the bound and its count: a message is in flight from its dispatch
+until its handler tells `freed`. Room is reserved before a receive, so that
+concurrent receivers cannot overshoot the bound. The batchers (DescribeTasks groups, deletes) are told
 whether receives come back full (a backlog: wait for full batches) or short
 (caught up: send now), and to send what waits once the bound is reached.
 """
@@ -47,6 +48,7 @@ class Intake:
         self.stopping = asyncio.Event()
         self.why = ""  # why it stopped, for the log
         self._room = asyncio.Event()  # set when in-flight messages finish
+        self._held = 0  # messages dispatched and not yet freed
         self._reserved = 0  # room taken by receive calls under way
         self._idle_target: int | None = None
         self._idle_polls = 0
@@ -65,8 +67,14 @@ class Intake:
         self.stopping.set()
         self._room.set()
 
+    @property
+    def in_flight(self) -> int:
+        """Messages dispatched whose handlers have not finished (the metrics and summaries read it)."""
+        return self._held
+
     def freed(self) -> None:
         """A message in flight is done: a waiting receiver may go on."""
+        self._held -= 1
         self._room.set()
 
     async def end(self) -> None:
@@ -93,7 +101,7 @@ class Intake:
         details: dict[str, Any] = {
             "receive_loops_alive": alive,
             "seconds_since_sqs_success": round(since, 1),
-            "in_flight": self._stats.in_flight,
+            "in_flight": self._held,
         }
         reasons = []
         if self.stopping.is_set():
@@ -122,6 +130,7 @@ class Intake:
             full = len(messages) == SQS_BATCH
             for batcher in self._batchers:
                 batcher.intake(full)
+            self._held += len(messages)  # each handler dispatched frees one
             self._dispatch(messages)
 
     def _note_idle(self, empty: bool) -> None:
@@ -143,7 +152,7 @@ class Intake:
         return await self._backoff.call("receive", receive, what="ReceiveMessage")
 
     def _full(self) -> bool:
-        return self._stats.in_flight + self._reserved + SQS_BATCH > self._config.max_in_flight
+        return self._held + self._reserved + SQS_BATCH > self._config.max_in_flight
 
     async def _wait_for_room(self) -> None:
         if self._full():

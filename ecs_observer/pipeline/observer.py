@@ -87,6 +87,15 @@ class Observer:
         """Set once the observer stops receiving: what runs beside it (the sweep) stops too."""
         return self._intake.stopping
 
+    @property
+    def in_flight(self) -> int:
+        """Messages received and not yet finished (the bound is intake's)."""
+        return self._intake.in_flight
+
+    def summary(self) -> str:
+        """The counts, and the messages in flight, for the log."""
+        return self.stats.summary(in_flight=self.in_flight)
+
     def stop(self, why: str = "asked to stop") -> None:
         """Stop receiving; `run` then drains within the drain timeout and returns."""
         self._intake.stop(why)
@@ -107,7 +116,7 @@ class Observer:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            log.info("stopped: %s", self.stats.summary())
+            log.info("stopped: %s", self.summary())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         reasons, details = self._intake.health()
@@ -136,7 +145,6 @@ class Observer:
         records = self._policy.load([outcome for _, outcome in decoded if isinstance(outcome, TaskStateChange)])
         for message, outcome in decoded:
             self.stats.received += 1
-            self.stats.in_flight += 1
             self._leases.hold(message)
             task = asyncio.create_task(self._handle(message, outcome, records))
             self._handlers.add(task)
@@ -144,7 +152,6 @@ class Observer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
-        self.stats.in_flight -= 1
         self._intake.freed()
 
     async def _handle(self, message: Message, outcome: Decoded, records: _Records | None) -> None:
@@ -219,4 +226,4 @@ class Observer:
     async def _summaries(self) -> None:
         while True:
             await asyncio.sleep(self._config.summary_interval)
-            log.info("summary: %s", self.stats.summary())
+            log.info("summary: %s", self.summary())

@@ -1,6 +1,7 @@
 """What the observer has done, counted per instance (no module-level state).
 
 The same numbers feed the log summaries and, read at scrape time, `/metrics`.
+Only counts: what the pipeline decides by (the in-flight bound) it keeps itself.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class Stats:
     reschedules: int = 0  # runs rescheduled (AwaitingRetry accepted) after a transient start failure
     sweeps: int = 0  # sweeps done (this replica held the lease)
     sweep_failures: int = 0  # sweeps that could not finish (Prefect or ECS unanswered); the next one tries again
-    in_flight: int = 0
     sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
@@ -91,8 +91,9 @@ class Stats:
     def counts(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
 
-    def summary(self) -> str:
-        text = ", ".join(f"{key}={value}" for key, value in self.counts().items())
+    def summary(self, **gauges: int) -> str:
+        """The counts, then `gauges` (what the pipeline holds now, e.g. `in_flight`)."""
+        text = ", ".join(f"{key}={value}" for key, value in {**self.counts(), **gauges}.items())
         if self.retries:
             text += ", retries=" + "/".join(f"{cause}:{n}" for cause, n in sorted(self.retries.items()))
         return text

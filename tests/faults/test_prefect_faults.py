@@ -154,11 +154,11 @@ async def test_shutdown_while_waiting_for_room_receives_nothing_more(
     try:
         for _ in range(100):
             await asyncio.sleep(0.1)
-            if obs.stats.in_flight == 10:
+            if obs.in_flight == 10:
                 break
         # Room is reserved before each receive, so with all 10 places held no receive is under way:
         # both receivers are waiting for room.
-        assert obs.stats.in_flight == 10
+        assert obs.in_flight == 10
         receives = obs.stats.sqs_calls["ReceiveMessage"]
     finally:
         obs.stop()

@@ -121,8 +121,9 @@ def at_end(world: World) -> list[Violation]:
     found += _runs(world, scenario)
     found += _sweep(world, scenario)
     for replica in world.replicas:
-        if replica.life.alive and replica.stats.in_flight != 0:
-            found.append(Violation("memory bounded", f"{replica.name} still holds {replica.stats.in_flight} in flight"))
+        held = replica.observer.in_flight
+        if replica.life.alive and held != 0:
+            found.append(Violation("memory bounded", f"{replica.name} still holds {held} in flight"))
     return found
 
 

@@ -123,8 +123,9 @@ class World:
         )
 
         def received(count: int) -> None:
-            if life.alive and stats.in_flight + count > config.max_in_flight:
-                self.violate("in-flight bound", f"{name}: {stats.in_flight} + {count} > {config.max_in_flight}")
+            held = observer.in_flight  # intake's own count, which its bound is kept by
+            if life.alive and held + count > config.max_in_flight:
+                self.violate("in-flight bound", f"{name}: {held} + {count} > {config.max_in_flight}")
 
         ecs, prefect = EcsView(self.ecs, life), PrefectView(self.prefect, life)
         observer = Observer(
