@@ -25,6 +25,7 @@ __all__ = [
     "Forward",
     "ForwardCrashLogs",
     "KeepRunTrue",
+    "Outcome",
     "Release",
     "WriteDiagnosis",
     "batch_order",
@@ -104,11 +105,15 @@ def _true(tags: Mapping[str, str], keys: tuple[str, ...]) -> bool:
     return any(tags.get(key, "").strip().lower() == "true" for key in keys)
 
 
+# What became of an acknowledged message; each is a count of the stats (`Observer._count`).
+Outcome = Literal["ignored", "filtered", "forwarded", "deduplicated"]
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Delete the message: it is done. `outcome` names what became of it (a count of the stats)."""
+    """Delete the message: it is done. `outcome` names what became of it."""
 
-    outcome: Literal["ignored", "filtered", "forwarded", "deduplicated"]
+    outcome: Outcome
     note: str = ""
 
 

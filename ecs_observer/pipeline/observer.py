@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
 from uuid import UUID
 
 from cachetools import LRUCache
@@ -197,7 +197,18 @@ class Observer:
         return settled
 
     def _count(self, ack: Ack) -> None:
-        setattr(self.stats, ack.outcome, getattr(self.stats, ack.outcome) + 1)
+        """Each outcome its own counter: a new outcome without one fails the type check."""
+        match ack.outcome:
+            case "forwarded":
+                self.stats.forwarded += 1
+            case "filtered":
+                self.stats.filtered += 1
+            case "ignored":
+                self.stats.ignored += 1
+            case "deduplicated":
+                self.stats.deduplicated += 1
+            case unknown:
+                assert_never(unknown)
 
     async def _carry_out(self, message: Message, decision: Decision) -> None:
         outcome = await self._apply(decision)
