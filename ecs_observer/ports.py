@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from uuid import UUID
 
 from .core.chain import Link
-from .core.run_states import LogSource, Proposal, RunLog, RunState
+from .core.run_states import LogSource, Proposal, ProposalAnswer, RunLog, RunState
 from .core.sweep import RunToReconcile
 from .core.task_record import TaskRecord, TaskTags
 from .core.task_view import DescribeFailure, TaskView
@@ -98,8 +98,8 @@ class FlowRuns(Protocol):
         """The current state of each run; a run Prefect does not know is left out."""
         ...
 
-    async def propose(self, run_id: UUID, proposal: Proposal) -> str:
-        """Prefect's answer: ACCEPT, REJECT or ABORT, or MISSING for a run it does not know."""
+    async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
+        """Prefect's answer (`run_states.ProposalAnswer`), once it is not WAIT or has been WAIT a few times."""
         ...
 
     async def log(self, logs: Sequence[RunLog]) -> None: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import uuid
 from collections import Counter
@@ -318,6 +319,46 @@ async def test_a_rescheduled_run_runs_again_once_its_time_has_come(
         ("PENDING", "Pending"),
         ("RUNNING", "Running"),
     ]
+
+
+class NewStatus(httpx.AsyncBaseTransport):
+    """The real transport, but every set_state answer says `status` instead: no Prefect release answers a
+    status we do not know, so this fake stands in for a future one."""
+
+    def __init__(self, status: str) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._status = status
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not request.url.path.endswith("/set_state") or response.status_code >= 300:
+            return response
+        await response.aread()
+        body = {**response.json(), "status": self._status}
+        return httpx.Response(response.status_code, json=body, request=request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_a_status_prefect_never_answered_before_is_a_reject_logged_once(
+    prefect: PrefectServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = PrefectClient(prefect.api_url, backoff=Backoff(0.1, 1.0), transport=NewStatus("deferred"))
+    runs = PrefectFlowRuns(client)
+    try:
+        first, second = await make_runs(client, [("PENDING", "Pending"), ("PENDING", "Pending")])
+        with caplog.at_level(logging.DEBUG, "ecs_observer.prefect"):
+            answers = [
+                await runs.propose(run_id, Proposal("PENDING", "InfrastructurePending", "placing"))
+                for run_id in (first, second)
+            ]
+    finally:
+        await client.aclose()
+    assert answers == ["REJECT", "REJECT"]
+    unknown = [r for r in caplog.records if "'DEFERRED'" in r.getMessage()]
+    assert [r.levelno for r in unknown] == [logging.WARNING, logging.DEBUG]
+    assert "none of ACCEPT, REJECT, ABORT or WAIT: taken as REJECT" in unknown[0].getMessage()
 
 
 async def test_memory_runs_page_and_count_as_prefect_does() -> None:

@@ -30,6 +30,7 @@ from ecs_observer.adapters.sqs import SqsQueue
 from ecs_observer.app.demo.samples import state_change
 from ecs_observer.app.demo.sandbox import Cluster, hold_tasks, start_cluster
 from ecs_observer.core.ecs_event import Container
+from ecs_observer.core.run_states import ProposalAnswer
 from ecs_observer.core.start_failure import START_TIMEOUT_MARK
 from ecs_observer.core.sweep import Scope
 from ecs_observer.core.task_view import sweep_event_id
@@ -392,7 +393,7 @@ class _NoRepairs:
     async def observe(self, change: Any, tags: Any) -> Any:
         raise AssertionError("nothing to repair")
 
-    async def propose(self, run_id: UUID, task_arn: str, proposal: Any) -> str | None:
+    async def propose(self, run_id: UUID, task_arn: str, proposal: Any) -> ProposalAnswer | None:
         return "ACCEPT"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
 from .diagnosis import Diagnosis
@@ -23,6 +24,7 @@ __all__ = [
     "RESCHEDULE_MARK",
     "LogSource",
     "Proposal",
+    "ProposalAnswer",
     "Reschedule",
     "RetryPolicy",
     "RunLog",
@@ -52,6 +54,12 @@ class RunState:
     type: str
     name: str
     task_arn: str | None = None
+
+
+# Prefect's answer to a proposed state: its orchestration's ACCEPT, REJECT or ABORT; WAIT when it still
+# said wait after a few tries; MISSING for a run it does not know. Anything else it says is the adapter's
+# to map (`adapters/prefect/flow_runs.py`), so that every comparison with an answer is checked.
+ProposalAnswer = Literal["ACCEPT", "REJECT", "ABORT", "WAIT", "MISSING"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from ..core.run_states import (
     INFRASTRUCTURE_PENDING,
     PLACING,
     Proposal,
+    ProposalAnswer,
     RunState,
     crash_logs,
     diagnosis_log,
@@ -157,7 +158,7 @@ class Effects:
         await self._once(change, "run-state", decide)
         return note
 
-    async def _propose(self, forward: Forward, run_id: UUID, proposal: Proposal) -> str:
+    async def _propose(self, forward: Forward, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         change = forward.change
         answer = await self._runs.propose(run_id, proposal)
         self._stats.state_proposals[answer] += 1
@@ -168,7 +169,7 @@ class Effects:
         log.log(level, "flow run %s: %s proposed (task %s): %s", shown, proposal.name, change.task_id, answer)
         return answer
 
-    async def propose_while_on(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
+    async def propose_while_on(self, run_id: UUID, task_arn: str, proposal: Proposal) -> ProposalAnswer | None:
         """A proposal of the sweep's own (the run's task is gone), made only if the run, read now, is still
         active on that task: an event or another replica may have settled it meanwhile."""
         current = await self._reads.ask(run_id)

@@ -20,7 +20,7 @@ from cachetools import LRUCache
 
 from ..core.decision import Ack, Decision, Forward, Release, batch_order, settle
 from ..core.ecs_event import Decoded, TaskStateChange, decode
-from ..core.run_states import Proposal
+from ..core.run_states import Proposal, ProposalAnswer
 from ..core.task_record import TaskRecord
 from ..ports import (
     ContainerLogs,
@@ -175,7 +175,7 @@ class Observer:
         # Not counted as a message's outcome: the sweep counts its runs (`Stats.reconciled`).
         return await self._apply(await self._policy.decide(change, record, described))
 
-    async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None:
+    async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> ProposalAnswer | None:
         """A sweep's proposal for a run whose task is gone: made only while the run is still active on that
         task, read afresh. Prefect's answer, or None when nothing was proposed."""
         if self._effects is None:

@@ -22,7 +22,7 @@ from uuid import UUID, uuid4
 
 from ..core.decision import Ack, Release
 from ..core.ecs_event import TaskStateChange
-from ..core.run_states import FINAL, Proposal
+from ..core.run_states import FINAL, Proposal, ProposalAnswer
 from ..core.sweep import Crash, Repair, RunToReconcile, Scope, Skip, StopTask, TaskRef, Verdict, judge, task_of
 from ..core.task_view import DescribeFailure, TaskView, observation
 from ..ports import FlowRuns, TaskDescriber, TaskStateStore, TaskStopper
@@ -44,7 +44,7 @@ class Reconciler(Protocol):
 
     async def observe(self, change: TaskStateChange, tags: Mapping[str, str]) -> Ack | Release: ...
 
-    async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> str | None: ...
+    async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> ProposalAnswer | None: ...
 
 
 class Sweeper:

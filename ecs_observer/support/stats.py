@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from prometheus_client import Histogram
 
+from ..core.run_states import ProposalAnswer
 from .backoff import Answered, Retrying
 from .dependencies import Dependencies, dependency_of
 
@@ -56,7 +57,7 @@ class Stats:
     sqs_calls: Counter[str] = field(default_factory=Counter)  # by API: ReceiveMessage, DeleteMessageBatch, ...
     retries: Counter[str] = field(default_factory=Counter)  # by cause: receive, delete, describe_tasks, prefect_api
     sink_errors: Counter[str] = field(default_factory=Counter)  # by HTTP status, or "connection"
-    state_proposals: Counter[str] = field(default_factory=Counter)  # by Prefect's answer: ACCEPT, REJECT, ...
+    state_proposals: Counter[ProposalAnswer] = field(default_factory=Counter)  # by Prefect's answer
     reconciled: Counter[str] = field(default_factory=Counter)  # runs a sweep judged, by outcome
     tasks_stopped: Counter[str] = field(default_factory=Counter)  # StopTask calls, by why: cancelled, orphan, ...
     dynamodb_calls: Counter[str] = field(default_factory=Counter)  # by API, for the shared task state

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from ecs_observer.core.run_states import FINAL, RESCHEDULE_MARK, Proposal, RunLog, RunState
+from ecs_observer.core.run_states import FINAL, RESCHEDULE_MARK, Proposal, ProposalAnswer, RunLog, RunState
 from ecs_observer.core.sweep import RunToReconcile
 from ecs_observer.ports import EncodedEvent
 
@@ -33,12 +33,12 @@ __all__ = ["PrefectView", "SimPrefect", "SimRun"]
 @dataclass
 class SimRun:
     run_id: UUID
-    answer: str  # how its orchestration answers every proposal: ACCEPT, REJECT, ABORT, WAIT
+    answer: ProposalAnswer  # how its orchestration answers every proposal: ACCEPT, REJECT, ABORT, WAIT
     history: list[tuple[RunState, str]]  # (state, message), oldest first
     since: datetime
     pid: str | None  # infrastructure_pid: "<cluster>::<task arn>"
     logs: list[RunLog] = field(default_factory=list)
-    proposals: list[tuple[Proposal, str]] = field(default_factory=list)  # as proposed, with the answer
+    proposals: list[tuple[Proposal, ProposalAnswer]] = field(default_factory=list)  # as proposed, with the answer
 
     @property
     def state(self) -> RunState:
@@ -82,7 +82,7 @@ class SimPrefect:
         await life.check()
         return found
 
-    async def propose(self, life: Life, run_id: UUID, proposal: Proposal) -> str:
+    async def propose(self, life: Life, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         await self._call(life, "set_state")
         run = self.runs.get(run_id)
         if run is None:
@@ -145,7 +145,7 @@ class PrefectView:
     async def states(self, run_ids: Collection[UUID]) -> Mapping[UUID, RunState]:
         return await self._prefect.states(self._life, run_ids)
 
-    async def propose(self, run_id: UUID, proposal: Proposal) -> str:
+    async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         return await self._prefect.propose(self._life, run_id, proposal)
 
     async def log(self, logs: Sequence[RunLog]) -> None:

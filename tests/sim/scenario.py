@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from ecs_observer.app.demo.samples import FARGATE_LIFECYCLE, state_change
+from ecs_observer.core.run_states import ProposalAnswer
 from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.support.backoff import Backoff
 
@@ -27,6 +28,7 @@ ACCOUNT = "111122223333"
 FOREIGN_ACCOUNT = "999999999999"  # a task of another account: never the observer's to act on
 CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prefect"
 SHORT_LIFECYCLE = ("PROVISIONING", "PENDING", "STOPPED")  # a task that never got to run
+_ORCHESTRATION: tuple[ProposalAnswer, ...] = ("ACCEPT", "REJECT", "ABORT", "WAIT")  # what a run answers every proposal
 
 # (stopCode, exit code of the container, what the STOPPED event says besides)
 STOPS: dict[str, tuple[str, int | None, dict[str, Any] | None]] = {
@@ -64,7 +66,7 @@ class TaskPlan:
     stop: str  # a key of STOPS
     tags_gone: bool  # ECS no longer knows it: only the container override names the run
     run_state: tuple[str, str]  # the run's state before the task's first change: (type, name)
-    run_answer: str  # its orchestration's answer to every proposal
+    run_answer: ProposalAnswer  # its orchestration's answer to every proposal
     run_known: bool  # Prefect has the run
     deregister: bool  # tagged for task-definition clean-up
     logs: bool  # its definition logs with awslogs
@@ -172,7 +174,7 @@ def _task(rng: random.Random, n: int, prefect: bool, start: datetime, sweep: boo
         stop=stop,
         tags_gone=prefect and rng.random() < 0.1 and not running,
         run_state=run_state,
-        run_answer=rng.choices(["ACCEPT", "REJECT", "ABORT", "WAIT"], weights=[85, 5, 5, 5])[0],
+        run_answer=rng.choices(_ORCHESTRATION, weights=[85, 5, 5, 5])[0],
         run_known=rng.random() < 0.95,
         deregister=rng.random() < 0.3,
         logs=rng.random() < 0.7,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from ...core.run_states import RESCHEDULE_MARK, Proposal, RunLog, RunState
+from ...core.run_states import RESCHEDULE_MARK, Proposal, ProposalAnswer, RunLog, RunState
 from ...core.sweep import ACTIVE, RunToReconcile, task_of
 from .client import PrefectClient
 
@@ -19,7 +19,10 @@ __all__ = ["PrefectFlowRuns"]
 log = logging.getLogger("ecs_observer.prefect")
 MAX_RUNS_PER_READ = 200  # the Prefect API's default page limit
 _LEVELS = {"ERROR": 40, "WARNING": 30, "INFO": 20}
-# A WAIT answer asks to propose again later; more than a few waits in a row is Prefect's business.
+# Prefect's orchestration statuses (`SetStateStatus`) as our answers. WAIT asks to propose again later; more
+# than a few waits in a row is Prefect's business. Any other status is unknown: taken as REJECT (the state
+# was not set as proposed, as far as we know) and logged.
+_STATUSES: dict[str, ProposalAnswer] = {"ACCEPT": "ACCEPT", "REJECT": "REJECT", "ABORT": "ABORT"}
 _MAX_WAITS = 3
 _MAX_WAIT_SECONDS = 30.0
 # By id: a key that never changes, so a page moves only by the runs entering or leaving the set.
@@ -45,6 +48,7 @@ def _time(value: str) -> datetime:
 class PrefectFlowRuns:
     def __init__(self, client: PrefectClient) -> None:
         self._client = client
+        self._unknown: set[str] = set()  # statuses logged already: one warning each
 
     async def states(self, run_ids: Collection[UUID]) -> Mapping[UUID, RunState]:
         ids = [str(run_id) for run_id in dict.fromkeys(run_ids)]
@@ -57,7 +61,7 @@ class PrefectFlowRuns:
                 found[UUID(run["id"])] = _state(run)
         return found
 
-    async def propose(self, run_id: UUID, proposal: Proposal) -> str:
+    async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         for _ in range(_MAX_WAITS):
             answer = await self._client.request(
                 "POST", f"/flow_runs/{run_id}/set_state", json=proposal.to_json(), answers=(404, 422)
@@ -70,10 +74,23 @@ class PrefectFlowRuns:
             result = answer.json()
             status = str(result.get("status", "")).upper()
             if status != "WAIT":
-                return status
+                return _STATUSES.get(status) or self._unknown_status(status, run_id, proposal)
             delay = float((result.get("details") or {}).get("delay_seconds") or 1.0)
             await asyncio.sleep(min(max(delay, 0.0), _MAX_WAIT_SECONDS))
         return "WAIT"
+
+    def _unknown_status(self, status: str, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
+        level = logging.DEBUG if status in self._unknown else logging.WARNING
+        self._unknown.add(status)
+        log.log(
+            level,
+            "the Prefect API answered status %r to state %s for flow run %s, none of ACCEPT, REJECT, ABORT "
+            "or WAIT: taken as REJECT",
+            status[:100],
+            proposal.name,
+            run_id,
+        )
+        return "REJECT"
 
     async def to_reconcile(
         self, final_since: datetime | None, final_types: Collection[str]

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from ...adapters.prefect.client import PrefectClient
 from ...adapters.prefect.flow_runs import MAX_RUNS_PER_READ
-from ...core.run_states import RESCHEDULE_MARK, Proposal, RunLog, RunState
+from ...core.run_states import RESCHEDULE_MARK, Proposal, ProposalAnswer, RunLog, RunState
 from ...core.sweep import ACTIVE, RunToReconcile, task_of
 
 __all__ = ["MemoryFlowRuns", "create_runs", "read_back"]
@@ -42,7 +42,7 @@ class MemoryFlowRuns:
     async def states(self, run_ids: Collection[UUID]) -> Mapping[UUID, RunState]:
         return {run_id: self._current(run_id) for run_id in run_ids if run_id in self.histories}
 
-    async def propose(self, run_id: UUID, proposal: Proposal) -> str:
+    async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         if run_id not in self.histories:
             return "MISSING"
         self.histories[run_id].append(RunState(proposal.type, proposal.name))
