@@ -314,16 +314,45 @@ def test_demo_with_a_prefect_api_creates_the_runs_there_and_sets_their_states(pr
 
 def test_settings_take_their_defaults_from_the_pipeline_and_hand_every_shared_one_on() -> None:
     from ecs_observer.app.settings import Settings, load_settings, observer_config
-    from ecs_observer.pipeline.config import ObserverConfig
+    from ecs_observer.pipeline.config import ObserverConfig, settings_of
 
     assert observer_config(Settings()) == ObserverConfig()
     shared = set(ObserverConfig.__dataclass_fields__) & set(Settings.model_fields)
+    assert shared == {f.name for f in settings_of(ObserverConfig)}
     assert len(shared) == 24
+    # Declared once, in the pipeline: the setting has its bounds and its description from there.
+    receivers = Settings.model_fields["receivers"]
+    assert (receivers.annotation, receivers.default) == (int, 4)
+    assert receivers.description == ObserverConfig.__dataclass_fields__["receivers"].metadata["description"]
+    assert str(receivers.metadata) == "[Ge(ge=1), Le(le=64)]"
     given = load_settings(receivers="7", reorder_window="3.5", describe_claim="9", drain_timeout="4")
     config = observer_config(given)
     assert (config.receivers, config.reorder_window, config.describe_claim, config.drain_timeout) == (7, 3.5, 9, 4)
     swept = observer_config(load_settings(sweep_grace="60", start_retries="0", stop_orphans="true"))
     assert (swept.sweep_grace, swept.start_retries, swept.stop_orphans) == (60.0, 0, True)
+
+
+def test_the_readme_lists_every_setting_with_its_variable_flag_and_default() -> None:
+    from ecs_observer.app.settings import Settings, env_name
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    variables = ("| `ECS_OBSERVER_", "| `PREFECT_API")
+    rows = [line.split(" | ") for line in readme.splitlines() if line.startswith(variables)]
+    listed = [(variable.strip("| `"), flag.strip("`"), default.strip("`")) for variable, flag, default, _ in rows]
+
+    def shown(default: object) -> str:
+        if default is None:
+            return "—"
+        return str(default).lower() if isinstance(default, bool) else str(default)
+
+    expected = [
+        (env_name(name), f"--{name.replace('_', '-')}", shown(field.default))
+        for name, field in Settings.model_fields.items()
+    ]
+    # The README may drop a float's ".0" (300 for 300.0); nothing else may differ.
+    assert [(v, f, d.removesuffix(".0")) for v, f, d in listed] == [
+        (v, f, d.removesuffix(".0")) for v, f, d in expected
+    ]
 
 
 async def test_credentials_in_the_prefect_url_never_show(aws: AwsClients) -> None:

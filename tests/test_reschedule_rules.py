@@ -33,6 +33,7 @@ from .runs import STATE_NAMES
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 OTHER = "arn:aws:ecs:us-east-1:123456789012:task/prefect/fedcba9876543210fedcba9876543210"
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
+POLICY = RetryPolicy(retries=2, delay=30.0, interrupted=False)  # the settings' defaults
 TIMED_OUT: dict[str, Any] = {
     "stopCode": "UserInitiated",
     "stoppedReason": f"{START_TIMEOUT_MARK} 600 s (flow run x)",
@@ -59,28 +60,28 @@ def test_a_stopped_event_says_whether_the_task_ever_started() -> None:
 
 
 def test_retry_cause_needs_a_transient_stop_and_retries_left() -> None:
-    policy = RetryPolicy()
+    policy = POLICY
     timed_out = stop_change(**TIMED_OUT).stop
     assert retry_cause(timed_out, policy) == "start timeout"
-    assert retry_cause(timed_out, RetryPolicy(retries=0)) is None
-    assert retry_cause(timed_out, RetryPolicy(retries=1)) == "start timeout"
+    assert retry_cause(timed_out, replace(POLICY, retries=0)) is None
+    assert retry_cause(timed_out, replace(POLICY, retries=1)) == "start timeout"
     assert retry_cause(None, policy) is None
     assert retry_cause(stop_change(started=True, **TIMED_OUT).stop, policy) is None  # it ran: not a start failure
 
 
 def test_interrupted_runs_are_rescheduled_only_when_asked() -> None:
     spot = stop_change(started=True, stopCode="SpotInterruption", stoppedReason="Your Spot Task was interrupted.").stop
-    assert retry_cause(spot, RetryPolicy()) is None
-    assert retry_cause(spot, RetryPolicy(interrupted=True)) == "interrupted after it started"
+    assert retry_cause(spot, POLICY) is None
+    assert retry_cause(spot, replace(POLICY, interrupted=True)) == "interrupted after it started"
     host = stop_change(started=True, stopCode="TerminationNotice").stop
-    assert retry_cause(host, RetryPolicy(interrupted=True)) == "interrupted after it started"
+    assert retry_cause(host, replace(POLICY, interrupted=True)) == "interrupted after it started"
     user = stop_change(started=True, stopCode="UserInitiated").stop
-    assert retry_cause(user, RetryPolicy(interrupted=True)) is None
+    assert retry_cause(user, replace(POLICY, interrupted=True)) is None
 
 
 @pytest.mark.parametrize(("earlier", "attempt"), [(0, 1), (1, 2), (2, None), (3, None)])
 def test_plan_retry_stops_at_the_limit(earlier: int, attempt: int | None) -> None:
-    policy = RetryPolicy(retries=2, delay=30.0)
+    policy = POLICY
     plan = plan_retry("start timeout", earlier, policy, WHEN)
     if attempt is None:
         assert plan is None
@@ -140,7 +141,7 @@ def test_a_run_that_moved_on_to_another_task_is_not_touched_by_the_old_ones_chan
 def test_the_diagnosis_log_says_which_attempt_it_was() -> None:
     change = stop_change(**TIMED_OUT)
     diagnosis = diagnose(change.stop)  # type: ignore[arg-type]
-    note = retry_note("start timeout", Reschedule(2, 2, WHEN, "start timeout"), RetryPolicy())
+    note = retry_note("start timeout", Reschedule(2, 2, WHEN, "start timeout"), POLICY)
     log = diagnosis_log(change, uuid.uuid4(), diagnosis, note)
     assert log.message.splitlines()[-1] == note
     assert "attempt 2 of 2" in note

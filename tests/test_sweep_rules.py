@@ -34,7 +34,7 @@ CLUSTER = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/prefect"
 TASK = f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/prefect/0123456789abcdef0123456789abcdef"
 PID = f"{CLUSTER}::{TASK}"
 SCOPE = Scope(ACCOUNT)
-RULES = SweepRules(grace=300.0)
+RULES = SweepRules(grace=300.0, stop_cancelled=True, stop_orphans=False, start_timeout=0.0)
 LONG = NOW - timedelta(minutes=10)  # longer ago than the grace
 JUST = NOW - timedelta(minutes=1)  # within it
 RUN_ID = uuid.UUID("7c2f4b1e-58c8-4d1b-9a4e-0f3c2d1b6a59")
@@ -58,7 +58,7 @@ def stopped(at: datetime | None = LONG, exit_code: int = 1, **fields: object) ->
 def verdict(
     r: RunToReconcile, answer: TaskView | DescribeFailure | None, first_seen: datetime = LONG, **rules: object
 ) -> Verdict:
-    return judge(r, SCOPE, answer, first_seen, NOW, SweepRules(**{"grace": 300.0, **rules}))  # type: ignore[arg-type]
+    return judge(r, SCOPE, answer, first_seen, NOW, replace(RULES, **rules))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

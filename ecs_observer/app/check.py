@@ -12,11 +12,12 @@ from ..adapters.dynamodb import check_table
 from ..adapters.prefect.client import Reachable
 from ..adapters.sqs import SqsQueue
 from ..core.sweep import ACTIVE
+from ..pipeline.config import ObserverConfig
 from ..support.redact import redact
 from .dlq import dead_letter_arn
 from .errors import OUTAGES, explain
 from .service import open_queue, prefect_client, queue_region
-from .settings import ConfigError, Settings
+from .settings import ConfigError, Settings, observer_config
 
 __all__ = ["check"]
 
@@ -43,15 +44,16 @@ async def _allowed(region: str | None, probe: Awaitable[object]) -> str:
     return f"allowed in {region}"
 
 
-def stops_tasks(settings: Settings) -> bool:
+def stops_tasks(config: ObserverConfig) -> bool:
     """Whether the observer may call StopTask: only the sweep stops tasks, and only with a stop feature on."""
-    stopping = settings.stop_cancelled or settings.stop_orphans or settings.start_timeout > 0
-    return settings.sweeps() and stopping
+    stopping = config.stop_cancelled or config.stop_orphans or config.start_timeout > 0
+    return config.sweeps() and stopping
 
 
 async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
     """One line per check, `ok` or the reason; True only if all pass."""
     results: list[bool] = []
+    config = observer_config(settings)
 
     async def step(name: str, probe: Callable[[], Awaitable[str]]) -> None:
         try:
@@ -130,7 +132,7 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
             return await _prefect_answers("/events/filter")
 
         async def flow_runs() -> str:
-            if not settings.sweeps():
+            if not config.sweeps():
                 await _prefect_answers("/flow_runs/filter")
                 return ""
             # The sweep's reads: the active runs by state type, a page at a time, and a run's state history
@@ -166,18 +168,18 @@ async def check(settings: Settings, emit: Callable[[str], None]) -> bool:
         await step("queue can be read", receive)
         # As the template grants them: on the tasks of these clusters only (without any, on every cluster).
         clusters: list[str | None] = [*settings.clusters()] or [None]
-        calls = ["DescribeTasks", "StopTask"] if stops_tasks(settings) else ["DescribeTasks"]
+        calls = ["DescribeTasks", "StopTask"] if stops_tasks(config) else ["DescribeTasks"]
         for call in calls:
             for cluster in clusters:
                 await step(f"ecs:{call} allowed{f' on {cluster}' if cluster else ''}", ecs_probe(cluster, call))
         if settings.state_table is not None:
             await step("state table usable", table)
         await step("Prefect API answers", prefect)
-        if settings.flow_run_states:
+        if config.flow_run_states:
             await step("Prefect flow runs readable", flow_runs)
-        if settings.flow_run_states:
+        if config.flow_run_states:
             await step("ecs:DescribeTaskDefinition allowed", definitions)
-            if settings.crash_log_lines:
+            if config.crash_log_lines:
                 await step("logs:GetLogEvents allowed", crash_logs)
     return all(results)
 

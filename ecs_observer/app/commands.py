@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import get_args
 
 from ..core.decision import translate
 from ..core.ecs_event import Ignored, Rejected, decode
@@ -18,7 +19,7 @@ from .errors import OUTAGES, explain
 from .healthcheck import DEFAULT_HEALTH_PORT, EXIT_CONFIG, HEALTH_PORT_ENV
 from .healthcheck import main as healthcheck
 from .logs import configure_logging
-from .settings import ConfigError, Settings, load_settings
+from .settings import ConfigError, Settings, env_name, load_settings, observer_config
 
 __all__ = ["main"]
 
@@ -50,19 +51,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | 
     for name, field in Settings.model_fields.items():
         if name in ("log_format", "log_level") or (names is not None and name not in names):
             continue
-        notes = [_env_var(name)]
+        notes = [env_name(name)]
         if field.default is not None:
             notes.append(f"default {str(field.default).lower() if isinstance(field.default, bool) else field.default}")
         if name in _SECRET_FIELDS:
             notes.append("secret; prefer the environment")
         help_text = f"{field.description or ''} [{'; '.join(notes)}]"
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE", help=help_text)
-
-
-def _env_var(name: str) -> str:
-    alias = Settings.model_fields[name].validation_alias
-    choices = getattr(alias, "choices", None)
-    return str(choices[1]) if choices else f"ECS_OBSERVER_{name.upper()}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,17 +104,22 @@ def _parser() -> argparse.ArgumentParser:
         level = "WARNING" if sub is demo else "INFO"
         sub.add_argument(
             "--log-format",
-            choices=["json", "text"],
+            choices=_choices("log_format"),
             default=None,
             help=f"log format [ECS_OBSERVER_LOG_FORMAT; default {fmt}]",
         )
         sub.add_argument(
             "--log-level",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            choices=_choices("log_level"),
             default=None,
             help=f"log level [ECS_OBSERVER_LOG_LEVEL; default {level}]",
         )
     return parser
+
+
+def _choices(name: str) -> list[str]:
+    """The values a Literal setting takes, as Settings declares them."""
+    return [str(value) for value in get_args(Settings.model_fields[name].annotation)]
 
 
 def _version() -> str:
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecs-observer: invalid configuration: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "translate":
-        return _translate(args, settings.container_name)
+        return _translate(args, observer_config(settings).container_name)
     # Only the service logs JSON on stdout (for CloudWatch); the other commands keep stdout for their
     # output (events, check lines, dead letters) and log as text on stderr unless asked otherwise.
     log_format = args.log_format or (settings.log_format if args.command == "run" else "text")

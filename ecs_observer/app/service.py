@@ -138,7 +138,7 @@ def region_source(settings: Settings, url: str | None) -> tuple[str | None, str]
 
 async def _state(clients: AwsClients, settings: Settings, queue: SqsQueue, stats: Stats) -> TaskStateStore:
     if settings.state_table is None:
-        return MemoryTaskState(settings.cache_size)
+        return MemoryTaskState(observer_config(settings).cache_size)
     region = queue_region(settings, queue.url) or clients.default_region()
     client = await clients.dynamodb(region)
     try:
@@ -182,7 +182,7 @@ async def run_service(settings: Settings) -> Observer:
             CloudWatchLogs(clients),
         )
         sweeper = None
-        if settings.sweeps():
+        if config.sweeps():
             region = queue_region(settings, queue.url) or clients.default_region()
             scope = Scope.of(account_of(queue.url) or await clients.account(), settings.clusters(), region)
             sweeper = Sweeper(observer, runs, describer, store, stats, config, scope, EcsStopper(clients))
@@ -207,7 +207,7 @@ async def run_service(settings: Settings) -> Observer:
             source,
             redact(api_url),
             f"shared in DynamoDB table {settings.state_table}" if settings.state_table else "in memory",
-            f"sweeping every {settings.sweep_interval:g} s (grace {settings.sweep_grace:g} s)"
+            f"sweeping every {config.sweep_interval:g} s (grace {config.sweep_grace:g} s)"
             if sweeper is not None
             else "no sweep",
         )

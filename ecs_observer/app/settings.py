@@ -1,20 +1,22 @@
-"""Configuration from the environment (prefix `ECS_OBSERVER_`), overridable by command-line flags."""
+"""Configuration from the environment (prefix `ECS_OBSERVER_`), overridable by command-line flags.
+
+The shell's own settings are declared here; the pipeline's are declared once, in
+`pipeline/config.py`, and `Settings` gets a field of each (same name, type,
+default, bounds and description), read back as an `ObserverConfig`.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..pipeline.config import ObserverConfig
+from ..pipeline.config import ObserverConfig, settings_of
 from .healthcheck import DEFAULT_HEALTH_PORT
 
-__all__ = ["ConfigError", "Settings", "load_settings", "observer_config"]
-
-# The pipeline's defaults are the settings' defaults: one source.
-_D = ObserverConfig()
+__all__ = ["ConfigError", "Settings", "env_name", "load_settings", "observer_config"]
 
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/(?:\d{12}|queue)/[A-Za-z0-9_-]{1,80}(?:\.fifo)?$")
 _PREFECT_AWS = "PREFECT_INTEGRATIONS_AWS_ECS_OBSERVER_SQS_"
@@ -25,7 +27,9 @@ class ConfigError(Exception):
     """Missing or invalid configuration, with the setting named."""
 
 
-class Settings(BaseSettings):
+class _ShellSettings(BaseSettings):
+    """The settings of the application shell; `Settings` adds the pipeline's."""
+
     model_config = SettingsConfigDict(env_prefix="ECS_OBSERVER_", extra="ignore", populate_by_name=True)
 
     queue_url: str | None = Field(default=None, description="URL of the SQS queue that EventBridge feeds")
@@ -62,117 +66,6 @@ class Settings(BaseSettings):
     state_table: str | None = Field(
         default=None,
         description="DynamoDB table for task state shared by several replicas (default: in memory, one replica)",
-    )
-    describe_claim: float = Field(
-        default=_D.describe_claim,
-        ge=1,
-        le=600,
-        description="with a state table: seconds other replicas wait for the one describing a task",
-    )
-    describe_failure_limit: float = Field(
-        default=_D.describe_failure_limit,
-        ge=0,
-        le=86_400,
-        description="seconds a task ECS fails to describe (not MISSING) is asked again before its message is left "
-        "for the dead-letter queue (or goes by the environment override)",
-    )
-    receivers: int = Field(default=_D.receivers, ge=1, le=64, description="concurrent long-polling receive loops")
-    max_in_flight: int = Field(
-        default=_D.max_in_flight, ge=10, le=100_000, description="messages held at once before receiving pauses"
-    )
-    wait_time_seconds: int = Field(default=_D.wait_time_seconds, ge=0, le=20, description="SQS long-poll wait")
-    visibility_timeout: int = Field(
-        default=_D.visibility_timeout,
-        ge=5,
-        le=43_200,
-        description="seconds a received message stays hidden; extended while in flight",
-    )
-    batch_size: int = Field(default=_D.batch_size, ge=1, le=5000, description="events per POST to the Prefect API")
-    batch_bytes: int = Field(
-        default=_D.batch_bytes, ge=10_000, le=50_000_000, description="bytes per POST to the Prefect API"
-    )
-    linger: float = Field(
-        default=_D.linger, ge=0, le=5, description="seconds a batch of events or deletes waits for more"
-    )
-    describe_linger: float = Field(
-        default=_D.describe_linger,
-        ge=0,
-        le=5,
-        description="seconds with no new task before a partial DescribeTasks batch goes (10x at most)",
-    )
-    reorder_window: float = Field(
-        default=_D.reorder_window,
-        ge=0,
-        le=900,
-        description="seconds an out-of-order state change waits for its predecessor",
-    )
-    cache_size: int = Field(
-        default=_D.cache_size, ge=100, le=10_000_000, description="tasks whose tags and recent state changes are kept"
-    )
-    drain_timeout: float = Field(
-        default=_D.drain_timeout, ge=0, le=3600, description="seconds to finish in-flight work on SIGTERM"
-    )
-    flow_run_states: bool = Field(
-        default=_D.flow_run_states,
-        description="keep flow runs true to their tasks: InfrastructurePending, Crashed, Cancelled, a diagnosis log",
-    )
-    container_name: str = Field(
-        default=_D.container_name,
-        min_length=1,
-        max_length=255,
-        description="the container a flow runs in, whose exit code decides a crash (as the ECS worker names it)",
-    )
-    crash_log_lines: int = Field(
-        default=_D.crash_log_lines,
-        ge=0,
-        le=10_000,
-        description="last lines of a crashed container (CloudWatch Logs) posted to a run that never ran; 0: off",
-    )
-    sweep_interval: float = Field(
-        default=_D.sweep_interval,
-        ge=0,
-        le=86_400,
-        description="seconds between sweeps that hold Prefect's active runs against their tasks (the first at "
-        "start); 0 turns the sweep off",
-    )
-    sweep_grace: float = Field(
-        default=_D.sweep_grace,
-        ge=0,
-        le=86_400,
-        description="seconds what a sweep saw must hold before it acts on it (the event path's chance)",
-    )
-    stop_cancelled: bool = Field(
-        default=_D.stop_cancelled,
-        description="StopTask for a run that is Cancelling (or was cancelled) while its task still runs",
-    )
-    stop_orphans: bool = Field(
-        default=_D.stop_orphans,
-        description="StopTask for a task still running after its run became final (the run is not changed)",
-    )
-    start_timeout: float = Field(
-        default=_D.start_timeout,
-        ge=0,
-        le=86_400,
-        description="StopTask for a task PROVISIONING or PENDING this long, then rescheduled as a transient start "
-        "failure; 0 turns it off",
-    )
-    start_retry_delay: float = Field(
-        default=_D.start_retry_delay,
-        ge=0,
-        le=86_400,
-        description="seconds after a transient start failure that the rescheduled run may start again",
-    )
-    start_retries: int = Field(
-        default=_D.start_retries,
-        ge=0,
-        le=100,
-        description="times per flow run a transient start failure is rescheduled (AwaitingRetry) before Crashed; "
-        "0 turns rescheduling off",
-    )
-    reschedule_interrupted: bool = Field(
-        default=_D.reschedule_interrupted,
-        description="also reschedule runs stopped by a Spot interruption or host termination after they started "
-        "(the flow ran partly: for idempotent flows only)",
     )
     http_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request to the Prefect API")
     unhealthy_after: float = Field(
@@ -223,14 +116,10 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_auth(self) -> Settings:
+    def _one_auth(self) -> _ShellSettings:
         if self.prefect_api_key and self.prefect_api_auth_string:
             raise ValueError("set PREFECT_API_KEY or PREFECT_API_AUTH_STRING, not both")
         return self
-
-    def sweeps(self) -> bool:
-        """The sweep runs with an interval and with flow-run states on (it keeps runs true to their tasks)."""
-        return self.sweep_interval > 0 and self.flow_run_states
 
     def require_queue(self) -> None:
         if not self.queue_url and not self.queue_name:
@@ -242,15 +131,28 @@ class Settings(BaseSettings):
         return self.prefect_api_url
 
 
-def observer_config(settings: Settings) -> ObserverConfig:
-    """The pipeline's config: every setting of the same name, the rest at its default."""
-    shared = {
-        name: getattr(settings, name) for name in ObserverConfig.__dataclass_fields__ if name in Settings.model_fields
+def _pipeline_fields() -> dict[str, Any]:
+    """A pydantic field for each setting of `ObserverConfig`, as it declares it."""
+    types = get_type_hints(ObserverConfig)
+    return {
+        f.name: (types[f.name], Field(default=f.default, description=f.metadata["description"], **f.metadata["bounds"]))
+        for f in settings_of(ObserverConfig)
     }
-    return ObserverConfig(**shared)
 
 
-def _env_name(field: str) -> str:
+if TYPE_CHECKING:  # mypy knows the shell's fields; the pipeline's are read through `observer_config`
+    Settings = _ShellSettings
+else:
+    Settings = create_model("Settings", __base__=_ShellSettings, __module__=__name__, **_pipeline_fields())
+
+
+def observer_config(settings: Settings) -> ObserverConfig:
+    """The pipeline's config: each of its settings as given, the rest at its default."""
+    return ObserverConfig(**{f.name: getattr(settings, f.name) for f in settings_of(ObserverConfig)})
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: its alias (PREFECT_API_URL), else ECS_OBSERVER_<NAME>."""
     alias = Settings.model_fields[field].validation_alias
     if isinstance(alias, AliasChoices) and len(alias.choices) > 1:
         return str(alias.choices[1])
@@ -265,5 +167,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""
-        where = _env_name(field) if field in Settings.model_fields else "configuration"
+        where = env_name(field) if field in Settings.model_fields else "configuration"
         raise ConfigError(f"{where}: {error['msg']}") from None

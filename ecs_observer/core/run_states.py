@@ -79,11 +79,12 @@ class Proposal:
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Transient start failures are rescheduled `retries` times per flow run, `delay` seconds later;
-    with `interrupted`, also runs stopped by a Spot interruption or a host's termination after they started."""
+    with `interrupted`, also runs stopped by a Spot interruption or a host's termination after they started.
+    No defaults: the settings' are `ObserverConfig`'s (`retry_policy`)."""
 
-    retries: int = 2
-    delay: float = 30.0
-    interrupted: bool = False
+    retries: int
+    delay: float
+    interrupted: bool
 
 
 @dataclass(frozen=True, slots=True)

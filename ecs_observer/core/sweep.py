@@ -112,10 +112,12 @@ class Scope:
 
 @dataclass(frozen=True, slots=True)
 class SweepRules:
-    grace: float = 300.0
-    stop_cancelled: bool = True
-    stop_orphans: bool = False
-    start_timeout: float = 0.0  # 0: off
+    """What a sweep may do; no defaults: the settings' are `ObserverConfig`'s (`sweep_rules`)."""
+
+    grace: float
+    stop_cancelled: bool
+    stop_orphans: bool
+    start_timeout: float  # 0: off
 
 
 @dataclass(frozen=True, slots=True)
