@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,10 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 @contextlib.contextmanager
 def process(
-    args: list[str], env: dict[str, str] | None = None, log: Path | None = None
+    args: list[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     out = log.open("wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         yield proc
     finally:
@@ -118,10 +119,26 @@ class Observer:
         return float("nan")
 
 
+def observer_command(tree: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """`ecs-observer run` of this checkout, or of another source tree (a `git worktree` of another commit):
+    that tree's own entry point, from its pyproject.toml, run with this venv's dependencies, so that two
+    commits differ in their code alone."""
+    if tree is None:
+        return [str(BIN / "ecs-observer"), "run"], {}
+    entry = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]["ecs-observer"]
+    module, function = entry.split(":")
+    code = f"import sys; from {module} import {function}; sys.exit({function}())"
+    return [sys.executable, "-c", code, "run"], {"PYTHONPATH": str(tree)}
+
+
 @contextlib.contextmanager
-def observer(moto_url: str, sink_url: str, queue_url: str, log: Path, **settings: str) -> Iterator[Observer]:
+def observer(
+    moto_url: str, sink_url: str, queue_url: str, log: Path, tree: Path | None = None, **settings: str
+) -> Iterator[Observer]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECS_OBSERVER_", "PREFECT_"))}
+    command, tree_env = observer_command(tree)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECS_OBSERVER_", "PREFECT_", "PYTHONPATH"))}
+    env |= tree_env
     env |= aws_env(moto_url) | {
         "ECS_OBSERVER_QUEUE_URL": queue_url,
         "PREFECT_API_URL": f"{sink_url}/api",
@@ -129,9 +146,13 @@ def observer(moto_url: str, sink_url: str, queue_url: str, log: Path, **settings
         "ECS_OBSERVER_LOG_LEVEL": "WARNING",
     }
     env |= {f"ECS_OBSERVER_{k.upper()}": v for k, v in settings.items()}
-    with process([str(BIN / "ecs-observer"), "run"], env=env, log=log) as proc:
+    # In the tree itself: `python -c` puts the working directory first on sys.path.
+    with process(command, env=env, log=log, cwd=tree) as proc:
         url = f"http://127.0.0.1:{port}/metrics"
-        wait_http(url)
+        try:
+            wait_http(url)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; the observer's log ends:\n{log.read_text()[-2000:]}") from None
         yield Observer(proc, url)
 
 
