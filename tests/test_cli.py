@@ -52,6 +52,9 @@ def cli(
         ({"ECS_OBSERVER_QUEUE_URL": "not a url"}, [], "ECS_OBSERVER_QUEUE_URL"),
         ({"PREFECT_API_URL": "ftp://x"}, [], "PREFECT_API_URL"),
         ({"PREFECT_API_KEY": "pnu_secret", "PREFECT_API_AUTH_STRING": "a:b"}, [], "PREFECT_API_KEY"),
+        # A drain that ECS's SIGKILL would cut short (the service template passes its stop timeout).
+        ({"ECS_OBSERVER_DRAIN_TIMEOUT": "60", "ECS_OBSERVER_STOP_TIMEOUT": "30"}, [], "ECS_OBSERVER_DRAIN_TIMEOUT"),
+        ({"ECS_OBSERVER_STOP_TIMEOUT": "30"}, ["--drain-timeout", "30"], "ECS_OBSERVER_DRAIN_TIMEOUT (30 s)"),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_setting_exit_2(

@@ -12,6 +12,7 @@ from typing import Any
 import aioboto3
 import pytest
 import yaml
+from types_aiobotocore_ecs.type_defs import ContainerDefinitionOutputTypeDef
 
 from ecs_observer.adapters.aws import AwsClients
 from ecs_observer.adapters.dynamodb import TTL_ATTRIBUTE, check_table
@@ -125,6 +126,13 @@ SWEEP_PARAMETERS = {
 
 async def container_settings(session: aioboto3.Session, stack: str, parameters: dict[str, str]) -> Settings:
     """Deploy the service template in moto's CloudFormation; the settings its container's environment makes."""
+    return settings_of(await container_definition(session, stack, parameters))
+
+
+async def container_definition(
+    session: aioboto3.Session, stack: str, parameters: dict[str, str]
+) -> ContainerDefinitionOutputTypeDef:
+    """Deploy the service template in moto's CloudFormation; the observer's container definition."""
     async with session.client("cloudformation") as cfn, session.client("ecs") as ecs:
         await ecs.create_cluster(clusterName=SERVICE_PARAMETERS["ClusterName"])
         await cfn.create_stack(
@@ -138,8 +146,13 @@ async def container_settings(session: aioboto3.Session, stack: str, parameters: 
         resources = (await cfn.list_stack_resources(StackName=stack))["StackResourceSummaries"]
         physical = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "TaskDefinition")
         definition = (await ecs.describe_task_definition(taskDefinition=physical))["taskDefinition"]
+    return definition["containerDefinitions"][0]
+
+
+def settings_of(container: ContainerDefinitionOutputTypeDef) -> Settings:
+    """The settings a container definition's environment makes."""
     # moto leaves an AWS::NoValue in the list as null, where CloudFormation drops it.
-    environment = [e for e in definition["containerDefinitions"][0]["environment"] if e]
+    environment = [e for e in container["environment"] if e]
     names = [e["name"] for e in environment]
     assert len(names) == len(set(names)), names
     with pytest.MonkeyPatch.context() as env:
@@ -254,3 +267,24 @@ def test_service_template_deregisters_task_definitions_in_its_region_only() -> N
     assert allows(policies, "ecs:DeregisterTaskDefinition", here, {"aws:RequestedRegion": REGION})
     elsewhere = definition.format("eu-west-1")
     assert not allows(policies, "ecs:DeregisterTaskDefinition", elsewhere, {"aws:RequestedRegion": "eu-west-1"})
+
+
+async def test_service_template_drains_within_the_stop_timeout_it_is_given(session: aioboto3.Session) -> None:
+    """ECS kills the container when its stop timeout runs out: the drain the template sets ends 5 s before."""
+    suffix = uuid.uuid4().hex[:8]
+    for given, drain in (({}, 25), ({"StopTimeout": "60"}, 55)):
+        container = await container_definition(session, f"service-stop-{drain}-{suffix}", given)
+        settings = settings_of(container)
+        assert (container["stopTimeout"], settings.stop_timeout, settings.drain_timeout) == (
+            drain + 5,
+            drain + 5,
+            drain,
+        )
+    # Every stop timeout the parameter allows has its drain, shorter, and the observer starts with the pair.
+    template = yaml.load(SERVICE_TEMPLATE, Loader=_CloudFormation)  # noqa: S506
+    allowed = template["Parameters"]["StopTimeout"]["AllowedValues"]
+    assert max(int(stop) for stop in allowed) <= 120  # Fargate's longest
+    for stop in allowed:
+        drain = template["Mappings"]["DrainTimeouts"][stop]["Seconds"]
+        assert int(stop) - int(drain) == 5, stop
+        assert load_settings(stop_timeout=str(stop), drain_timeout=drain).drain_timeout == int(drain)

@@ -75,6 +75,13 @@ class _ShellSettings(BaseSettings):
         description="seconds SQS, ECS, Prefect or the state table may fail without an answer before /healthz "
         "answers 503 (ECS then replaces the task); 0: never for that reason",
     )
+    stop_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="the container's stop timeout (ECS stopTimeout, which the service template passes), which "
+        "the drain timeout must stay below: ECS kills the container when it runs out",
+    )
     health_port: int = Field(
         default=DEFAULT_HEALTH_PORT, ge=0, le=65535, description="port of /healthz and /metrics; 0 turns them off"
     )
@@ -119,6 +126,16 @@ class _ShellSettings(BaseSettings):
     def _one_auth(self) -> _ShellSettings:
         if self.prefect_api_key and self.prefect_api_auth_string:
             raise ValueError("set PREFECT_API_KEY or PREFECT_API_AUTH_STRING, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _drain_within_stop(self) -> _ShellSettings:
+        drain = getattr(self, "drain_timeout", None)  # a pipeline setting, added by `Settings`
+        if self.stop_timeout is not None and drain is not None and drain >= self.stop_timeout:
+            raise ValueError(
+                f"ECS_OBSERVER_DRAIN_TIMEOUT ({drain:g} s) must be below the container's stop timeout "
+                f"({self.stop_timeout:g} s): ECS would kill the observer mid-drain"
+            )
         return self
 
     def require_queue(self) -> None:
@@ -167,5 +184,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""
-        where = env_name(field) if field in Settings.model_fields else "configuration"
-        raise ConfigError(f"{where}: {error['msg']}") from None
+        message = error["msg"].removeprefix("Value error, ")
+        if field not in Settings.model_fields:  # a rule across settings names them itself
+            raise ConfigError(message) from None
+        raise ConfigError(f"{env_name(field)}: {message}") from None
