@@ -2,8 +2,12 @@
 # Build:  docker build -t ecs-observer .
 # Run:    docker run --rm -e ECS_OBSERVER_QUEUE_URL=... -e PREFECT_API_URL=... -e PREFECT_API_KEY=... ecs-observer
 
+# The base image by digest, the same in both stages (the venv built in one runs on the other's Python):
+# python:3.11-slim-bookworm for linux/amd64 as built 2026-08-25 (Python 3.11.16), the platform the service
+# template runs. The tag stays for readers; the digest decides. Refreshing it: docs/deploy.md.
+
 # --- build: the wheel, and every dependency from the hashed lock ---
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11-slim-bookworm@sha256:2fc9207f64226cb05ac317cee0bab6fa55a9ea311ce5a086baddd4b4a83c2d3c AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -19,7 +23,7 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . 
     && /opt/venv/bin/pip install --no-deps /dist/*.whl
 
 # --- run: slim, no compilers, not root ---
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm@sha256:2fc9207f64226cb05ac317cee0bab6fa55a9ea311ce5a086baddd4b4a83c2d3c
 LABEL org.opencontainers.image.title="ecs-observer" \
       org.opencontainers.image.description="Forwards AWS ECS task state changes of Prefect flow runs to the Prefect events API" \
       org.opencontainers.image.licenses="Apache-2.0" \

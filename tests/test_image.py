@@ -45,6 +45,17 @@ def test_dockerfile_installs_from_the_hashed_lock() -> None:
     assert 'User: "10001"' in (ROOT / "infra" / "service.yaml").read_text()
 
 
+def test_dockerfile_pulls_one_base_image_by_digest() -> None:
+    """A tag moves with every rebuild of the base image; a digest names the bytes. Both stages use the same
+    one: the venv built in the first runs on the second's Python."""
+    bases = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert len(bases) == 2, bases
+    assert all(re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base) for base in bases), bases
+    assert len(set(bases)) == 1, bases
+    # The refresh command in docs/deploy.md names the same tag.
+    assert "imagetools inspect --raw python:3.11-slim-bookworm" in (ROOT / "docs" / "deploy.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fresh venvs with the Dockerfile's steps: the lock with hashes; the build backend with hashes, which
