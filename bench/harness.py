@@ -119,16 +119,17 @@ class Observer:
         return float("nan")
 
 
-def observer_command(tree: Path | None = None) -> tuple[list[str], dict[str, str]]:
+def observer_command(tree: Path | None = None) -> tuple[list[str], dict[str, str], Path | None]:
     """`ecs-observer run` of this checkout, or of another source tree (a `git worktree` of another commit):
     that tree's own entry point, from its pyproject.toml, run with this venv's dependencies, so that two
-    commits differ in their code alone."""
+    commits differ in their code alone. Arguments, environment and working directory: the tree itself,
+    since `python -c` puts the working directory first on sys.path."""
     if tree is None:
-        return [str(BIN / "ecs-observer"), "run"], {}
+        return [str(BIN / "ecs-observer"), "run"], {}, None
     entry = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]["ecs-observer"]
     module, function = entry.split(":")
     code = f"import sys; from {module} import {function}; sys.exit({function}())"
-    return [sys.executable, "-c", code, "run"], {"PYTHONPATH": str(tree)}
+    return [sys.executable, "-c", code, "run"], {"PYTHONPATH": str(tree)}, tree
 
 
 @contextlib.contextmanager
@@ -136,7 +137,7 @@ def observer(
     moto_url: str, sink_url: str, queue_url: str, log: Path, tree: Path | None = None, **settings: str
 ) -> Iterator[Observer]:
     port = free_port()
-    command, tree_env = observer_command(tree)
+    command, tree_env, cwd = observer_command(tree)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECS_OBSERVER_", "PREFECT_", "PYTHONPATH"))}
     env |= tree_env
     env |= aws_env(moto_url) | {
@@ -146,8 +147,7 @@ def observer(
         "ECS_OBSERVER_LOG_LEVEL": "WARNING",
     }
     env |= {f"ECS_OBSERVER_{k.upper()}": v for k, v in settings.items()}
-    # In the tree itself: `python -c` puts the working directory first on sys.path.
-    with process(command, env=env, log=log, cwd=tree) as proc:
+    with process(command, env=env, log=log, cwd=cwd) as proc:
         url = f"http://127.0.0.1:{port}/metrics"
         try:
             wait_http(url)

@@ -56,6 +56,13 @@ def _short(frame: str) -> str:
     return f"{name} ({where}" if where else name
 
 
+def _package(frame: str) -> str:
+    """`x (ecs_observer/pipeline/policy.py)` -> `ecs_observer.pipeline`; `x (asyncio/events.py)` -> `asyncio`."""
+    where = frame.partition(" (")[2].rstrip(")")
+    parts = where.removesuffix(".py").split("/")
+    return ".".join(parts[:2]) if parts[0] == "ecs_observer" and len(parts) > 2 else parts[0]
+
+
 def summary(path: Path, top: int = 12) -> str:
     """The functions with the most samples of their own (the leaf: where the CPU went) and those with the
     most samples under them (cumulative: what it went on behalf of)."""
@@ -71,7 +78,12 @@ def summary(path: Path, top: int = 12) -> str:
         own[frames[-1]] += int(count)
         for frame in set(frames):
             cumulative[frame] += int(count)
-    lines = [f"# profile: {total} samples with a thread running ({path})", "own  cumul  function"]
+    packages: Counter[str] = Counter()
+    for frame, samples in own.items():
+        packages[_package(frame)] += samples
+    lines = [f"# profile: {total} samples with a thread running ({path})", "own  package (where the samples' leaf is)"]
+    lines += [f"{samples / total:4.0%}  {package}" for package, samples in packages.most_common(top)]
+    lines.append("own  cumul  function")
     shown = [f for f, _ in own.most_common(top)]
     # Cumulative: below the trunk every sample shares (asyncio's loop, the command's main).
     branches = [f for f, n in cumulative.most_common() if n < 0.9 * total and f not in shown]
