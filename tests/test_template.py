@@ -23,7 +23,7 @@ from ecs_observer.adapters.prefect.events import PrefectApiSink
 from ecs_observer.adapters.sqs import SqsQueue
 from ecs_observer.app.demo.sandbox import deploy_events_stack, put_events
 from ecs_observer.app.demo.templates import events_template
-from ecs_observer.app.settings import Settings, load_settings
+from ecs_observer.app.settings import Settings, load_settings, observer_config
 from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.observer import Observer
 
@@ -275,7 +275,7 @@ async def test_service_template_drains_within_the_stop_timeout_it_is_given(sessi
     for given, drain in (({}, 25), ({"StopTimeout": "60"}, 55)):
         container = await container_definition(session, f"service-stop-{drain}-{suffix}", given)
         settings = settings_of(container)
-        assert (container["stopTimeout"], settings.stop_timeout, settings.drain_timeout) == (
+        assert (container["stopTimeout"], settings.stop_timeout, observer_config(settings).drain_timeout) == (
             drain + 5,
             drain + 5,
             drain,
@@ -287,4 +287,4 @@ async def test_service_template_drains_within_the_stop_timeout_it_is_given(sessi
     for stop in allowed:
         drain = template["Mappings"]["DrainTimeouts"][stop]["Seconds"]
         assert int(stop) - int(drain) == 5, stop
-        assert load_settings(stop_timeout=str(stop), drain_timeout=drain).drain_timeout == int(drain)
+        assert observer_config(load_settings(stop_timeout=str(stop), drain_timeout=drain)).drain_timeout == int(drain)
