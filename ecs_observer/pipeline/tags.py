@@ -151,10 +151,13 @@ class TagLookup:
         except asyncio.CancelledError:
             future.cancel()
             raise
-        except BaseException as exc:
+        except Exception as exc:
+            # The waiting messages fail, and so stay in the queue; the error is theirs alone to report
+            # (raised here too, nobody would retrieve it: asyncio would log a traceback).
             if not future.done():
-                future.set_exception(exc)  # the waiting messages fail, and so stay in the queue
-            raise
+                future.set_exception(exc)
+                future.exception()  # retrieved, in case every waiter is gone (cancelled at shutdown)
+            return
         finally:
             self._in_flight.pop(change.task_arn, None)
             self._retries.pop(change.task_arn, None)
