@@ -10,9 +10,21 @@ from types import MappingProxyType
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.app.demo.samples import state_change
-from ecs_observer.core.decision import Ack, Forward, Release, batch_order, duplicate, settle, triage, unowned
+from ecs_observer.core.chain import Link
+from ecs_observer.core.decision import (
+    Ack,
+    Forward,
+    Release,
+    batch_order,
+    duplicate,
+    resend_as,
+    settle,
+    triage,
+    unowned,
+)
 from ecs_observer.core.ecs_event import Decoded, Ignored, Rejected
 from ecs_observer.core.task_record import GONE, NO_TAGS, TaskTags
+from ecs_observer.core.task_view import sweep_event_id
 from ecs_observer.core.translate import build_event
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
@@ -54,6 +66,18 @@ def test_prefects_answer_settles_a_forward() -> None:
 def test_a_duplicate_is_acknowledged_naming_the_event_that_has_its_version() -> None:
     kept = uuid.UUID("3317b2af-7005-947d-b652-f55e762e571a")
     assert duplicate(change(), kept) == Ack("deduplicated", f"version 4 of task {ARN} is event {kept} already")
+
+
+def test_the_twin_of_a_sweeps_repair_is_sent_again_under_the_sweeps_id_and_no_other_twin_is() -> None:
+    """A sweep's event has no message to come back with: its twin from the queue carries on under its id (a
+    redelivery of it, Prefect keeps it once), so a sweep killed or refused after recording loses nothing."""
+    one = change()
+    repaired = Link(sweep_event_id(ARN, 4), 4, one.occurred, uuid.uuid4())
+    assert resend_as(one, repaired) == dataclasses.replace(one, event_id=repaired.event_id)
+    assert resend_as(one, dataclasses.replace(repaired, event_id=uuid.uuid4())) is None  # a message carries it
+    assert resend_as(one, dataclasses.replace(repaired, event_id=sweep_event_id(ARN, 3))) is None  # not this one
+    assert resend_as(one, dataclasses.replace(repaired, pending=True)) == resend_as(one, repaired)  # waits for it
+    assert resend_as(dataclasses.replace(one, source="sweep"), repaired) is None  # the sweep itself
 
 
 def test_ecs_failing_to_describe_leaves_the_message_with_ecs_s_reason() -> None:

@@ -21,7 +21,7 @@ from tests.sim.run import replay_command, simulate
 CI_SEEDS = range(0, 160)
 # Seeds that failed and are not triaged yet (docs/reliability.md, "What the simulation does not do yet"):
 # each is to become a regression test once its cause is known, fixed or declared a limit.
-UNTRIAGED = (261, 323, 354, 418, 433, 488, 519, 548, 577, 590)
+UNTRIAGED = (261, 354, 418, 433, 488, 548, 590)
 
 
 def _check(seed: int) -> None:
@@ -60,3 +60,15 @@ def test_the_lease_less_once_claim_of_before_23d4bc8_is_caught(monkeypatch: pyte
     monkeypatch.setattr(MemoryTaskState, "once", lease_less)
     found = {v.invariant for v in simulate(106).violations}
     assert "diagnosis once per task" in found
+
+
+@pytest.mark.parametrize("seed", [68, 323, 519, 577])
+def test_a_sweeps_repair_that_failed_or_died_is_carried_on_by_the_queued_twin(seed: int) -> None:
+    """Seeds 68, 323, 519, 577: after downtime the first sweep repaired a stopped task whose STOPPED event
+    still waited in the queue, recording the change under the sweep's id; then its event post raised (or
+    its replica was killed) after the effects had made the run final, so no later sweep came back to it,
+    and the queued STOPPED, the same version under EventBridge's id, was deleted as a duplicate: no event
+    for the change (68, 519, 577), or no diagnosis and a run left InfrastructurePending (323). The queued
+    twin now carries on under the sweep's id (`core.decision.resend_as`)."""
+    outcome = simulate(seed)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]

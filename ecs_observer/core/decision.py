@@ -7,14 +7,16 @@ not as another branch among the pipeline's awaits.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from uuid import UUID
 
+from .chain import Link
 from .diagnosis import Diagnosis, diagnose
 from .ecs_event import Decoded, Ignored, Rejected, TaskStateChange
 from .run_states import PLACING, RetryPolicy, retry_cause
 from .task_record import TaskTags
+from .task_view import sweep_event_id
 from .translate import NotPrefects, PrefectEvent, Translation, build_event, flow_run_id
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "duplicate",
     "effects_of",
     "forward",
+    "resend_as",
     "settle",
     "translate",
     "triage",
@@ -201,6 +204,18 @@ def unowned(change: TaskStateChange, tags: TaskTags) -> Ack | Release:
         return Release(f"ECS cannot describe task {change.task_arn}: {tags.failure}")
     gone = "" if tags.described else " (ECS no longer knows it)"
     return Ack("filtered", f"task {change.task_arn} is not Prefect's{gone}")
+
+
+def resend_as(change: TaskStateChange, kept: Link) -> TaskStateChange | None:
+    """The same change as one kept under another id: the change to carry on under the kept id when that one
+    is a sweep's repair, else None (a duplicate, acknowledged as such). A message's event has its message to
+    come back with until Prefect accepts it; a sweep's has none, and a sweep that failed or was killed after
+    recording the change would leave it with no event while its twin's message is deleted. Under the kept
+    id the twin is that change's redelivery: it waits for the repair's `follows` if still pending, then
+    forwards the same event, which Prefect keeps once."""
+    if change.source != "event" or kept.event_id != sweep_event_id(change.task_arn, change.version):
+        return None
+    return replace(change, event_id=kept.event_id)
 
 
 def duplicate(change: TaskStateChange, kept: UUID) -> Ack:

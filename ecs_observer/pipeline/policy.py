@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from cachetools import LRUCache
 
-from ..core.decision import Decision, duplicate, forward, triage, unowned
+from ..core.decision import Decision, duplicate, forward, resend_as, triage, unowned
 from ..core.ecs_event import Decoded, TaskStateChange
 from ..core.task_record import TaskRecord, TaskTags
 from ..core.translate import flow_run_id
@@ -82,6 +82,9 @@ class Policy:
         if run_id is None:
             return unowned(change, tags)
         kept = await self._sequencer.sequence(change, record.links if record is not None else ())
+        if kept.event_id != change.event_id and (twin := resend_as(change, kept)) is not None:
+            change = twin
+            kept = await self._sequencer.sequence(change)
         forwarded_before = kept.event_id != change.event_id
         if forwarded_before and change.source == "event":
             return duplicate(change, kept.event_id)
