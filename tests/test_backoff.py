@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecs_observer.support.backoff import Answered, Backoff, Retrying
+from ecs_observer.support.backoff import Answered, AskAgain, Backoff, Retrying
 from ecs_observer.support.stats import Stats
 
 
@@ -59,3 +59,20 @@ async def test_a_backoff_hook_answering_a_wait_is_a_retry() -> None:
 
     assert await backoff.call("prefect_api", throttled, on=lambda exc: 0.001) == "ok"
     assert stats.retries == {"prefect_api": 1}
+
+
+async def test_an_answer_to_ask_again_about_is_retried_but_is_no_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """SQS answered, but some entries of a batch failed: retried, logged as a retry, SQS still healthy."""
+    stats = Stats()
+    backoff = Backoff(0.001, 0.002).hooked(stats.called)
+    failures = iter([AskAgain("1 entry failed: InternalError")])
+
+    async def partly() -> str:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        return "answer"
+
+    assert await backoff.call("delete", partly, what="DeleteMessageBatch") == "answer"
+    assert stats.retries == {"delete": 1}
+    assert stats.dependencies.failing_for("SQS") == 0
+    assert "DeleteMessageBatch failed: 1 entry failed: InternalError; retrying (attempt 1)" in caplog.text

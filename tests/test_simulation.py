@@ -21,7 +21,7 @@ from tests.sim.run import replay_command, simulate
 CI_SEEDS = range(0, 160)
 # Seeds that failed and are not triaged yet (docs/reliability.md, "What the simulation does not do yet"):
 # each is to become a regression test once its cause is known, fixed or declared a limit.
-UNTRIAGED = (261, 354, 418, 433, 488, 548, 590)
+UNTRIAGED = (354, 418, 433, 488, 590)
 
 
 def _check(seed: int) -> None:
@@ -60,6 +60,23 @@ def test_the_lease_less_once_claim_of_before_23d4bc8_is_caught(monkeypatch: pyte
     monkeypatch.setattr(MemoryTaskState, "once", lease_less)
     found = {v.invariant for v in simulate(106).violations}
     assert "diagnosis once per task" in found
+
+
+def test_seed_261_a_delete_entry_that_failed_is_retried_not_redelivered_into_the_dead_letter_queue() -> None:
+    """Seed 261: one replica, a fifth of DeleteMessageBatch entries failing. A failed entry was only logged,
+    so its message came back; five returns (failed deletes, and handling again) put a good message in the
+    dead-letter queue, an alarm for nothing. The failed entries are now deleted again, those alone."""
+    outcome = simulate(261)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]
+
+
+def test_seed_548_follows_with_three_replicas_and_a_flaky_run_read() -> None:
+    """Seed 548: three replicas sharing the state table, no fault that excuses it: up to 867a00a, v4 of a
+    task came out following nothing while v3 was forwarded by another replica. It passes since e2a47e6 (the
+    one batcher for DescribeTasks groups, events and deletes), which changed when each replica's changes
+    are recorded; the cause before was not pinned down, so the seed stays as a regression test."""
+    outcome = simulate(548)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]
 
 
 @pytest.mark.parametrize("seed", [68, 323, 519, 577])

@@ -14,14 +14,23 @@ import logging
 from collections.abc import Sequence
 
 from ..ports import Message, MessageQueue
-from ..support.backoff import Backoff
+from ..support.backoff import AskAgain, Backoff
 from ..support.batcher import Batcher
 from ..support.stats import Stats
 
-__all__ = ["Leases"]
+__all__ = ["EntriesFailed", "Leases"]
 
 log = logging.getLogger("ecs_observer.sqs")
 SQS_BATCH = 10
+
+
+class EntriesFailed(AskAgain):
+    """Some entries of a batch call failed (message id -> SQS's reason): retried, those alone."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        entries = "1 entry" if len(failed) == 1 else f"{len(failed)} entries"
+        super().__init__(f"{entries} failed: {next(iter(failed.values()))}")
+        self.failed = failed
 
 
 class Leases:
@@ -56,17 +65,28 @@ class Leases:
         self.deletes.submit(message)
 
     async def _delete(self, batch: Sequence[Message]) -> list[None]:
-        async def delete() -> dict[str, str]:
-            self._stats.sqs_calls["DeleteMessageBatch"] += 1
-            answer = await self._queue.delete(batch)
-            self._stats.sqs_succeeded()
-            return answer
+        """One DeleteMessageBatch, then the entries that failed again (only those), within the same retries:
+        a message whose delete keeps failing comes back, and five returns put a good message in the
+        dead-letter queue."""
+        left = list(batch)
 
+        async def delete() -> None:
+            nonlocal left
+            self._stats.sqs_calls["DeleteMessageBatch"] += 1
+            failed = await self._queue.delete(left)
+            self._stats.sqs_succeeded()
+            left = [m for m in left if m.message_id in failed]
+            if left:
+                raise EntriesFailed(failed)
+
+        failed: dict[str, str] = {}
         try:
-            failed = await self._backoff.call("delete", delete, limit=5)
+            await self._backoff.call("delete", delete, limit=5, what="DeleteMessageBatch")
+        except EntriesFailed as exc:
+            failed = exc.failed
         except Exception as exc:
-            log.warning("DeleteMessageBatch failed for %d message(s); they will be redelivered: %s", len(batch), exc)
-            failed = {m.message_id: str(exc) for m in batch}
+            log.warning("DeleteMessageBatch failed for %d message(s); they will be redelivered: %s", len(left), exc)
+            failed = {m.message_id: str(exc) for m in left}
         for message in batch:
             self.release(message)
             if message.message_id in failed:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import stamina
 
-__all__ = ["Answered", "Backoff", "CallHook", "RetryOn", "Retrying"]
+__all__ = ["Answered", "AskAgain", "Backoff", "CallHook", "RetryOn", "Retrying"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,11 @@ class Answered:
 
 
 CallHook = Callable[[Retrying | Answered], None]
+
+
+class AskAgain(Exception):
+    """Raised by a request whose dependency answered with something to ask again about (entries of a
+    batch that failed): retried like any error, but not an outage of the dependency."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class Backoff:
                     if not _retries(on, exc):
                         self._tell(Answered(cause))
                     elif limit is None or attempt.num < limit:
-                        self._tell(Retrying(cause, attempt.num, exc, what))
+                        self._tell(Retrying(cause, attempt.num, exc, what, answered=isinstance(exc, AskAgain)))
                     raise
                 self._tell(Answered(cause))
                 return answer
