@@ -449,6 +449,13 @@ def test_a_run_that_entered_its_state_after_its_task_stopped_is_a_new_attempt_le
     assert isinstance(verdict(run("PENDING", since=LONG - timedelta(seconds=1)), stopped(at=LONG)), Repair)
 
 
+def test_a_run_the_observer_made_infrastructure_pending_after_its_task_stopped_is_repaired() -> None:
+    """A backlog after downtime: the task's PENDING handled after the task had stopped, its STOPPED lost.
+    The observer's own InfrastructurePending is no new attempt: left to wait, the run would never end."""
+    late = run("PENDING", since=JUST, name="InfrastructurePending")
+    assert verdict(late, stopped(at=LONG)) == Repair(stopped(at=LONG))
+
+
 def test_without_watched_clusters_only_the_observers_own_region_is_judged() -> None:
     here, there = Scope.of(ACCOUNT, [], "us-east-1"), Scope.of(ACCOUNT, [], "eu-west-1")
     assert isinstance(judge(run("RUNNING"), here, None, LONG, NOW, RULES), Crash)

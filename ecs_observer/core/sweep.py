@@ -18,7 +18,7 @@ from typing import Literal
 from uuid import UUID
 
 from .ecs_event import TASK_ARN
-from .run_states import FINAL, PLACING, RunState
+from .run_states import FINAL, INFRASTRUCTURE_PENDING, PLACING, RunState
 from .start_failure import START_TIMEOUT_MARK
 from .task_view import DescribeFailure, TaskView
 
@@ -212,9 +212,11 @@ def judge(
         if state not in ACTIVE:
             return Fine()
         stopped = answer.stopped_at or first_seen
-        if run.state_since > stopped:
+        if run.state_since > stopped and run.state.name != INFRASTRUCTURE_PENDING:
             # The run entered its state after the task stopped (a retry, a reschedule picked up): a new
             # attempt whose worker has not yet named its new task. The old stop is not this attempt's.
+            # InfrastructurePending is the observer's own, proposed only on a change of the task the run
+            # names: this task's PENDING, handled after it stopped (a backlog), not a new attempt.
             return Wait(f"flow run entered {run.state.name or state} after task {task_id} stopped")
         if not held(stopped):
             return Wait(f"task {task_id} stopped")
