@@ -173,7 +173,7 @@ class Observer:
         described = self._tags.learn(change.task_arn, tags)
         record = (await self._store.load([change.task_arn])).get(change.task_arn)
         # Not counted as a message's outcome: the sweep counts its runs (`Stats.reconciled`).
-        return await self._apply(await self._policy.decide(change, record, described))
+        return await self._apply(await self._policy.decide(change, record, described), event_first=True)
 
     async def propose(self, run_id: UUID, task_arn: str, proposal: Proposal) -> ProposalAnswer | None:
         """A sweep's proposal for a run whose task is gone: made only while the run is still active on that
@@ -182,12 +182,22 @@ class Observer:
             return None
         return await self._effects.propose_while_on(run_id, task_arn, proposal)
 
-    async def _apply(self, decision: Decision) -> Ack | Release:
-        """Carry a decision out: its event and effects answered, the decision's final word."""
+    async def _apply(self, decision: Decision, *, event_first: bool = False) -> Ack | Release:
+        """Carry a decision out: its event and effects answered, the decision's final word.
+
+        A message's effects go beside its event: the message comes back until both are answered. A sweep's
+        change has no message (`event_first`): its effects wait for its event to be accepted, or a run made
+        final by them would never be swept again, and its event never sent."""
         if not isinstance(decision, Forward):
             return decision
+        refused: str | None = None
+        if event_first and decision.event is not None:
+            refused = await self._forwarder.forward(decision.event)
+            if refused is not None:
+                return settle(decision, refused)
         effects = self._effects.schedule(decision) if self._effects is not None else None
-        refused = await self._forwarder.forward(decision.event) if decision.event is not None else None
+        if not event_first and decision.event is not None:
+            refused = await self._forwarder.forward(decision.event)
         if effects is not None:
             await asyncio.shield(effects)
         settled = settle(decision, refused)
