@@ -16,6 +16,7 @@ import pytest
 
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.core.task_record import EMPTY
+from ecs_observer.pipeline.sweep import Sweeper
 from ecs_observer.ports import Claim
 from tests.sim.run import replay_command, simulate
 from tests.sim.scenario import draw
@@ -101,3 +102,45 @@ def test_seed_590_without_the_state_table_a_kill_may_post_crash_logs_again() -> 
     assert simulate(590).ok
     shared = simulate(590, dataclasses.replace(draw(590), shared=True))
     assert not [v for v in shared.violations if v.invariant == "crash logs once per task"]
+
+
+def test_a_sweep_that_repairs_nothing_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every lost STOPPED the sweep can repair (a known, active run whose task ECS still describes) must be:
+    its event, the run's state and the diagnosis, as if it had come. A sweep that repairs nothing fails."""
+
+    async def no_repair(self: Sweeper, *args: object) -> str:
+        return "unchanged"
+
+    assert simulate(4).ok
+    assert simulate(6).ok
+    monkeypatch.setattr(Sweeper, "_repair", no_repair)
+    for seed in (4, 6):
+        found = {v.invariant for v in simulate(seed).violations}
+        assert "every event Prefect should have" in found or "flow run ends true to its task" in found, seed
+
+
+@pytest.mark.parametrize("seed", [58, 96, 99, 140])
+def test_a_run_made_infrastructure_pending_after_its_task_stopped_is_repaired(seed: int) -> None:
+    """Seeds 58, 96, 99, 140: a backlog after downtime, the task's PENDING handled after the task had
+    stopped and its STOPPED lost; the sweep took the observer's own InfrastructurePending, entered after the
+    stop, for a new attempt and waited for ever: the run never ended (found once lost STOPPED events were
+    asserted repaired)."""
+    outcome = simulate(seed)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]
+
+
+@pytest.mark.parametrize("seed", [101, 483])
+def test_a_sweeps_effects_wait_for_its_event(seed: int) -> None:
+    """Seeds 101, 483: the sweep's repair posted its event, which raised, while its effects crashed the run;
+    a final run is not swept again, so the event was never sent. A sweep's effects now wait for its event."""
+    outcome = simulate(seed)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]
+
+
+@pytest.mark.parametrize("seed", [73, 441])
+def test_a_run_lasts_until_the_sweep_could_repair_after_a_prefect_outage(seed: int) -> None:
+    """Seeds 73, 441 (the simulation's own bug): a 200 s Prefect outage held the second sweep; the run ended
+    before any sweep could repair the lost STOPPED. A run with the sweep now lasts past the outage and any
+    ECS denial, a grace and three intervals."""
+    outcome = simulate(seed)
+    assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]

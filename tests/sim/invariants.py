@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from ecs_observer.core.run_states import FINAL, INFRASTRUCTURE_PENDING, RESCHEDULE_MARK
+from ecs_observer.core.sweep import ACTIVE
 
 from .queue import Stored
 from .scenario import Delivery, Scenario, TaskPlan
@@ -59,9 +60,12 @@ def allowed_finals(task: TaskPlan, scenario: Scenario) -> set[str]:
 
 
 def _lost_for_good(task: TaskPlan) -> bool:
-    """A lost STOPPED: whether the sweep repaired it is counted (`lost STOPPED repaired` in the report), not
-    asserted yet: its oracle is not triaged (docs/reliability.md, "What the simulation does not do yet")."""
-    return task.stop_lost
+    """A lost STOPPED that no sweep can repair: the run is not Prefect's known one, no longer active (the
+    sweep leaves final, paused and scheduled runs alone), or ECS forgot the task (its run is then crashed
+    as MISSING, with no event). Every other lost STOPPED must be repaired: its event, the run's state, the
+    diagnosis, as if it had come (docs/reliability.md)."""
+    repairable = task.run_id is not None and task.run_known and not task.tags_gone and task.run_state[0] in ACTIVE
+    return task.stop_lost and not repairable
 
 
 def _stored_for(world: World, ids: set[UUID]) -> list[UUID]:

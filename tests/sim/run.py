@@ -127,9 +127,12 @@ async def _drive(world: World) -> None:
     for at in scenario.faults.kills:
         loop.call_at(at, _kill, world, start)
     last = max([d.at for d in scenario.deliveries] + [k + scenario.faults.restart_after for k in scenario.faults.kills])
-    if scenario.sweeps:  # a lost STOPPED is repaired a grace after it, by a sweep within two intervals
+    if scenario.sweeps:  # a lost STOPPED is repaired a grace after it, or after ECS and Prefect answer again,
+        # by a sweep within two intervals
         stops = [(t.occurred(len(t.statuses)) - EPOCH).total_seconds() for t in scenario.tasks]
-        last = max(last, *stops) + scenario.config.sweep_grace + 3 * scenario.config.sweep_interval
+        denied = 60.0 if scenario.faults.ecs_denied > 0 else 0.0  # tasks undescribable for their first minute
+        outage = scenario.faults.outage[1] if scenario.faults.outage is not None else 0.0  # Prefect answers again
+        last = max(last, denied, outage, *stops) + scenario.config.sweep_grace + 3 * scenario.config.sweep_interval
     while loop.time() <= last or not world.queue.settled():
         if loop.time() > LIMIT:
             world.violate("finishes", f"messages still unfinished after {LIMIT:.0f} virtual seconds")
