@@ -8,14 +8,21 @@ time. A failure names its seed and the one command that replays it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
 
 from ecs_observer.adapters.memory import MemoryTaskState
-from ecs_observer.core.task_record import EMPTY
+from ecs_observer.core.chain import Link, awaits_predecessor, choose_follows, kept_link
+from ecs_observer.core.ecs_event import TaskStateChange
+from ecs_observer.core.task_record import EMPTY, expires_after
+from ecs_observer.pipeline.sequencer import Sequencer
 from ecs_observer.pipeline.sweep import Sweeper
 from ecs_observer.ports import Claim
 from tests.sim.run import replay_command, simulate
@@ -144,3 +151,52 @@ def test_a_run_lasts_until_the_sweep_could_repair_after_a_prefect_outage(seed: i
     ECS denial, a grace and three intervals."""
     outcome = simulate(seed)
     assert outcome.ok, [f"{v.invariant}: {v.detail}" for v in outcome.violations[:3]]
+
+
+async def _decide_before_21643a6(
+    self: Sequencer, task: Any, change: TaskStateChange, history: Sequence[Link] | None
+) -> Link:
+    """The sequencer before 21643a6 and c520b3b: no pending record (a change waits for its predecessor to be
+    decided, and its successors for it), and the window counted from arrival, never started again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + self._window
+    history = history if history is not None else await self._history(change.task_arn)
+    while (seen := kept_link(history, change.event_id, change.version)) is None:
+        if not awaits_predecessor(history, change.version) or deadline <= loop.time():
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task.changed.wait(), min(deadline - loop.time(), 0.25))
+        history = await self._history(change.task_arn)
+    if seen is not None:
+        return seen
+    link = Link(
+        change.event_id,
+        change.version,
+        change.occurred,
+        choose_follows(history, change.event_id, change.version, change.occurred),
+    )
+    kept = await self._store.record(change.task_arn, link, expires_after(change.last_status, change.occurred))
+    task.notify()
+    return kept
+
+
+def test_the_replica_follows_bug_of_before_21643a6_and_c520b3b_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The historical bug: replicas chained `follows` wrongly when a task's changes were handed between
+    them (120 of 320 in a shuffled backlog on three replicas). CI seeds 41, 42, 52, 86 and 156 catch it."""
+    assert simulate(42).ok
+    monkeypatch.setattr(Sequencer, "_decide", _decide_before_21643a6)
+    assert "follows" in {v.invariant for v in simulate(42).violations}
+
+
+def test_the_window_counted_from_arrival_of_before_c520b3b_is_caught_with_a_slow_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """c520b3b's half alone: with the pending record but a window that never starts again, a predecessor
+    landing after its successor's window closed, on a DynamoDB taking up to 2 s a write (as moto did under
+    load), is missed. Seed 42's world with such a store (CI seeds 42, 52, 78, 104 with one catch it).
+    21643a6's half alone (no pending record) is not caught: the quiet period covers the chain of
+    hand-overs the pending record avoids (docs/reliability.md)."""
+    slow = dataclasses.replace(draw(42), faults=dataclasses.replace(draw(42).faults, store_latency=2.0))
+    assert simulate(42, slow).ok
+    monkeypatch.setattr(Sequencer, "_quiet", lambda self, deadline: deadline)
+    assert "follows" in {v.invariant for v in simulate(42, slow).violations}

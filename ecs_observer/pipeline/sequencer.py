@@ -126,7 +126,7 @@ class Sequencer:
                 # so a slow store does not eat the window), or the task's other changes still being recorded,
                 # here or by another replica, with its predecessor likely among them: the window starts again.
                 heard |= news
-                deadline = max(deadline, loop.time() + self._window)
+                deadline = self._quiet(deadline)
         link = self._link(change, choose_follows(history, change.event_id, change.version, change.occurred))
         if placed:
             kept = await self._store.settle(change.task_arn, link, expires)
@@ -134,6 +134,10 @@ class Sequencer:
             kept = await self._store.record(change.task_arn, link, expires)
         task.notify()
         return kept
+
+    def _quiet(self, deadline: float) -> float:
+        """The wait's end once news came: the window starts again (a quiet period, see above)."""
+        return max(deadline, asyncio.get_running_loop().time() + self._window)
 
     @staticmethod
     def _link(change: TaskStateChange, follows: UUID | None, *, pending: bool = False) -> Link:
