@@ -73,6 +73,9 @@ def verdict(
         ("CANCELLING", stopped(), LONG, "repair"),
         # Stopped within the grace: the event path's chance.
         ("RUNNING", stopped(at=JUST), LONG, Wait("task 0123456789abcdef0123456789abcdef stopped")),
+        # Stopped long ago, but first seen so just now (an observer started on a backlog, ECS describing the
+        # task only now): its STOPPED may still wait in the queue, the event path's chance.
+        ("RUNNING", stopped(), JUST, Wait("task 0123456789abcdef0123456789abcdef stopped")),
         # No stoppedAt: dated by when a sweep first saw it stopped.
         ("RUNNING", stopped(at=None), JUST, Wait("task 0123456789abcdef0123456789abcdef stopped")),
         ("RUNNING", stopped(at=None), LONG, "repair"),
@@ -321,6 +324,8 @@ def test_the_grace_and_the_start_timeout_are_strict_bounds() -> None:
     at_grace = NOW - timedelta(seconds=300)
     assert isinstance(verdict(run("RUNNING"), stopped(at=at_grace)), Wait)
     assert isinstance(verdict(run("RUNNING"), stopped(at=at_grace - timedelta(seconds=1))), Repair)
+    assert isinstance(verdict(run("RUNNING"), stopped(), at_grace), Wait)
+    assert isinstance(verdict(run("RUNNING"), stopped(), at_grace - timedelta(seconds=1)), Repair)
     created = {"createdAt": NOW - timedelta(seconds=600)}
     assert verdict(run("PENDING"), task("PENDING", **created), start_timeout=600.0) == Fine()
     # Any positive start timeout counts, a fraction of a second too.

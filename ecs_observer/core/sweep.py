@@ -181,8 +181,8 @@ def judge(
     rules: SweepRules,
 ) -> Verdict:
     """The verdict on one run. `answer`: its task as DescribeTasks answered (None: MISSING); `first_seen`:
-    when a sweep first saw the task as it is now (stands in for the `stoppedAt` ECS does not give, and
-    dates a MISSING)."""
+    when a sweep first saw the task as it is now (stands in for the `stoppedAt` ECS does not give, dates a
+    MISSING, and holds a repair back a grace from when this observer could first have had its event)."""
     ref = task_of(run.infrastructure_pid)
     if ref is None:
         return Skip("not-ecs")
@@ -218,7 +218,11 @@ def judge(
             # InfrastructurePending is the observer's own, proposed only on a change of the task the run
             # names: this task's PENDING, handled after it stopped (a backlog), not a new attempt.
             return Wait(f"flow run entered {run.state.name or state} after task {task_id} stopped")
-        if not held(stopped):
+        if not (held(stopped) and held(first_seen)):
+            # Held from the first sweep that saw it stopped too: until then the event path may not have had its
+            # chance (an observer just started on a backlog, or ECS not yet describing the task, whose tags the
+            # event path needs as well), and the STOPPED may still wait in the queue behind the task's earlier
+            # changes: repaired first, it would follow none of them, and the queued one be its duplicate.
             return Wait(f"task {task_id} stopped")
         return Repair(answer)
     stopping = answer.desired_status == "STOPPED"
