@@ -227,3 +227,50 @@ def test_seed_488_a_lost_stop_repaired_follows_the_changes_the_event_path_had_st
     """As 433, on a run whose orchestration aborts every proposal: the sweep's STOPPED followed nothing, since
     the task's three earlier changes were still waiting for ECS to describe the task."""
     _check(488)
+
+
+def test_seed_417_a_repair_delayed_by_faults_is_waited_for() -> None:
+    """Seed 417 (the simulation's own): three sweeps in a row had a Prefect call give up on one run's repair;
+    the run ended before the fourth. A run with the sweep now goes on, up to ten intervals, while a lost
+    STOPPED it must repair is not yet, then checks it."""
+    _check(417)
+
+
+def test_seed_661_a_refused_events_twin_kept_first_lets_its_message_go() -> None:
+    """Seed 661 (the simulation's own): the same change under two ids, one of them an event Prefect refuses;
+    the other was kept first, so the refused one's message was deleted as its duplicate, as it should be.
+    The invariant took that for a refused event's message deleted."""
+    _check(661)
+
+
+def test_seed_1197_a_sweeps_diagnosis_log_that_failed_after_the_crash_is_a_limit() -> None:
+    """Seed 1197: a sweep's repair crashed the run, then its diagnosis log raised; a final run is not swept
+    again, so the log is never written. The run's Crashed state carries the diagnosis; the documented limit."""
+    _check(1197)
+
+
+def test_seed_1282_a_wait_ending_within_the_clocks_resolution_does_not_spin() -> None:
+    """Seed 1282: a change's reorder wait had 4e-16 s left; asyncio fires such a timer at once, virtual time
+    never reached the deadline, and two waiting changes spun at 2.2 s until the step budget ran out. The
+    virtual loop now moves time to a timer asyncio fires early; real time passes it anyway."""
+    _check(1282)
+
+
+def test_a_seed_that_raises_is_reported_with_its_replay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Many seeds in one command: one whose run raises fails with its replay command; the others still run."""
+    from tests.sim import cli
+
+    def simulate_or_raise(seed: int) -> Any:
+        if seed == 1:
+            raise KeyError("a message never sent")
+        return simulate(seed)
+
+    monkeypatch.setattr(cli, "simulate", simulate_or_raise)
+    assert cli.main(["--seeds", "3", "--jobs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "3 runs in" in out
+    assert "1 failed" in out
+    assert "seed 1 ((raised)): runs to its end: KeyError" in out
+    assert replay_command(1) in out

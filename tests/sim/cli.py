@@ -13,12 +13,17 @@ import time
 from collections import Counter
 
 from .run import Outcome, replay_command, simulate
+from .world import Violation
 
 __all__ = ["main"]
 
 
 def _one(seed: int) -> Outcome:
-    return simulate(seed)
+    """A seed whose run or checks raise is a failure like any other: reported with its replay, the rest run."""
+    try:
+        return simulate(seed)
+    except Exception as exc:  # any error of the simulation itself is a finding
+        return Outcome(seed, "(raised)", (Violation("runs to its end", f"{type(exc).__name__}: {exc}"),), (), 0.0, "")
 
 
 def main(argv: list[str] | None = None) -> int:

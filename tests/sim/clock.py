@@ -96,6 +96,12 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._steps_left -= 1
         if self._steps_left < 0:
             raise Deadlock(f"still busy after its step budget, at {self._virtual.now:.1f} virtual seconds")
+        if self._scheduled:  # type: ignore[attr-defined]
+            # asyncio fires a timer due within the clock's resolution at once; real time then has passed it,
+            # virtual time has not, and a loop waiting for that instant would spin short of it (seed 1282).
+            due = self._scheduled[0]._when  # type: ignore[attr-defined]
+            if 0 < due - self._virtual.now <= self._clock_resolution:  # type: ignore[attr-defined]
+                self._virtual.now = due
         super()._run_once()  # type: ignore[misc]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ecs_observer.core.task_view import sweep_event_id
 
 from .clock import EPOCH, Deadlock, VirtualClock, VirtualLoop, reading
-from .invariants import at_end, on_delete
+from .invariants import at_end, awaiting_repair, on_delete
 from .scenario import Scenario, draw
 from .world import Replica, Violation, World
 
@@ -133,7 +133,9 @@ async def _drive(world: World) -> None:
         denied = 60.0 if scenario.faults.ecs_denied > 0 else 0.0  # tasks undescribable for their first minute
         outage = scenario.faults.outage[1] if scenario.faults.outage is not None else 0.0  # Prefect answers again
         last = max(last, denied, outage, *stops) + scenario.config.sweep_grace + 3 * scenario.config.sweep_interval
-    while loop.time() <= last or not world.queue.settled():
+    # Faults may delay a repair past that: a while longer for what the sweep still has to do (then checked).
+    overtime = last + 10 * scenario.config.sweep_interval if scenario.sweeps else last
+    while loop.time() <= last or not world.queue.settled() or (loop.time() <= overtime and awaiting_repair(world)):
         if loop.time() > LIMIT:
             world.violate("finishes", f"messages still unfinished after {LIMIT:.0f} virtual seconds")
             break
