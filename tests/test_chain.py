@@ -342,3 +342,20 @@ def test_the_same_change_under_another_id_is_never_its_predecessor() -> None:
 def test_a_change_without_a_version_is_found_by_its_id() -> None:
     old_era = link(None, T0)
     assert kept_link((old_era,), old_era.event_id, None) == old_era
+
+
+async def test_a_change_placed_pending_by_a_replica_with_an_older_history_is_settled_by_one_that_knows_more() -> None:
+    """Seed 1683: version 2 delivered twice, to two replicas. One had loaded the task before version 1 was
+    recorded and placed 2 as pending, to wait for it; the other, whose history had 1, decided 2 at once, but
+    its write found 2 there, pending, and it forwarded that: `follows` None. The first settling wins instead."""
+    store = shared_store(poll_interval=0.05)
+    a, b = Sequencer(store, reorder_window=2.0), Sequencer(store, reorder_window=2.0)
+    first, second = changes(count=2)
+    await a.follows(first)
+    knows_first = (await store.load([ARN]))[ARN].links
+    waiting = asyncio.create_task(a.sequence(second, history=()))  # loaded before 1 was recorded
+    while (await settled(store, second) if len((await store.load([ARN]))[ARN].links) > 1 else None) != "pending":
+        await asyncio.sleep(0.01)
+    kept = await b.sequence(second, history=knows_first)
+    assert (kept.follows, kept.pending) == (first.event_id, False)
+    assert (await waiting).follows == first.event_id

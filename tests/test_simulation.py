@@ -274,3 +274,10 @@ def test_a_seed_that_raises_is_reported_with_its_replay(
     assert "1 failed" in out
     assert "seed 1 ((raised)): runs to its end: KeyError" in out
     assert replay_command(1) in out
+
+
+@pytest.mark.parametrize("seed", [1683, 2063])
+def test_seeds_1683_2063_a_change_placed_pending_by_a_duplicates_replica_is_not_forwarded_pending(seed: int) -> None:
+    """Three replicas, a change delivered twice: the replica whose history had the predecessor found the
+    change placed, pending, by the other and forwarded it with `follows` None (test_chain.py names the case)."""
+    _check(seed)

@@ -132,6 +132,10 @@ class Sequencer:
             kept = await self._store.settle(change.task_arn, link, expires)
         else:
             kept = await self._store.record(change.task_arn, link, expires)
+            if kept.event_id == change.event_id and kept.pending:
+                # Placed meanwhile by another holder of the change (a duplicate delivery, on a replica whose
+                # history lacked the predecessor), pending: not a decision to forward. The first settling wins.
+                kept = await self._store.settle(change.task_arn, link, expires)
         task.notify()
         return kept
 
