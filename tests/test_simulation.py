@@ -281,3 +281,41 @@ def test_seeds_1683_2063_a_change_placed_pending_by_a_duplicates_replica_is_not_
     """Three replicas, a change delivered twice: the replica whose history had the predecessor found the
     change placed, pending, by the other and forwarded it with `follows` None (test_chain.py names the case)."""
     _check(seed)
+
+
+def test_a_metric_that_miscounts_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/metrics` is what an operator trusts: each replica's counts are held against what its ports saw (calls
+    made, messages deleted, tasks described, proposals by answer, logs, deregistrations, StopTasks)."""
+    from ecs_observer.support.stats import Stats
+
+    succeeded = Stats.sqs_succeeded
+
+    def and_one_more_deleted(self: Stats) -> None:
+        succeeded(self)
+        self.deleted += 1
+
+    monkeypatch.setattr(Stats, "sqs_succeeded", and_one_more_deleted)
+    outcome = simulate(5)
+    assert "metrics true" in {v.invariant for v in outcome.violations}
+
+
+def test_a_log_line_that_cannot_be_formatted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The observer's records are formatted as a real handler would (the run drops them after): a call
+    whose arguments do not fit its format, which logging would print as '--- Logging error ---', fails."""
+    from ecs_observer.pipeline import effects
+
+    at = effects.log.log
+    monkeypatch.setattr(effects.log, "log", lambda level, msg, *args: at(level, msg + " %s", *args))
+    outcome = simulate(5)
+    assert "every log line formats" in {v.invariant for v in outcome.violations}
+
+
+def test_an_error_the_pipeline_did_not_expect_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler's generic safety net keeps the message and logs a traceback: the run counts that as a
+    failure unless the error is a fault the world injected. Here, a rejected message released as None."""
+    from ecs_observer.pipeline.observer import Observer
+
+    reject = Observer._reject
+    monkeypatch.setattr(Observer, "_reject", lambda self, message, release: reject(self, None, release))  # type: ignore[arg-type]
+    outcome = simulate(3)
+    assert "nothing fails unexpectedly" in {v.invariant for v in outcome.violations}

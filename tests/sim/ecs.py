@@ -10,6 +10,7 @@ occurred last; StopTask stops it.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,23 +134,29 @@ class SimEcs:
 class EcsView:
     """ECS as one replica reaches it: `TaskDescriber`, `TaskStopper`, `TaskDefinitions`, `ContainerLogs`."""
 
-    def __init__(self, ecs: SimEcs, life: Life) -> None:
+    def __init__(self, ecs: SimEcs, life: Life, tally: Counter[str] | None = None) -> None:
         self._ecs = ecs
         self._life = life
+        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]
     ) -> Mapping[str, TaskView | DescribeFailure | None]:
-        return await self._ecs.describe(self._life, region, cluster, task_arns)
+        self.tally["describe_calls"] += 1
+        found = await self._ecs.describe(self._life, region, cluster, task_arns)
+        self.tally["described_tasks"] += sum(isinstance(view, TaskView) for view in found.values())
+        return found
 
     async def stop(self, region: str, cluster: str, task_arn: str, reason: str) -> None:
         await self._ecs.stop(self._life, task_arn, reason)
+        self.tally["tasks_stopped"] += 1
 
     async def log_source(self, arn: str, container: str) -> LogSource | None:
         return await self._ecs.log_source(self._life, arn, container)
 
     async def deregister(self, arn: str) -> None:
         await self._ecs.deregister(self._life, arn)
+        self.tally["deregistered"] += 1
 
     async def tail(self, source: LogSource, task_id: str, lines: int) -> list[tuple[datetime, str]] | None:
         return await self._ecs.tail(self._life, source, task_id, lines)

@@ -13,6 +13,7 @@ from uuid import UUID
 from ecs_observer.core.run_states import FINAL, INFRASTRUCTURE_PENDING, RESCHEDULE_MARK
 from ecs_observer.core.sweep import ACTIVE
 from ecs_observer.core.task_view import sweep_event_id
+from ecs_observer.support.stats import Stats
 
 from .queue import Stored
 from .scenario import Delivery, Scenario, TaskPlan
@@ -142,10 +143,39 @@ def at_end(world: World) -> list[Violation]:
     found += _events(world, scenario)
     found += _runs(world, scenario)
     found += _sweep(world, scenario)
+    found += _metrics(world)
     for replica in world.replicas:
         held = replica.observer.in_flight
         if replica.life.alive and held != 0:
             found.append(Violation("memory bounded", f"{replica.name} still holds {held} in flight"))
+    return found
+
+
+def _counted(stats: Stats) -> Counter[str]:
+    """The replica's metrics that its ports' answers can check, keyed as `World`'s tallies are."""
+    counts: Counter[str] = Counter()
+    for key in ("deleted", "describe_calls", "described_tasks", "run_logs", "deregistered", "reschedules"):
+        counts[key] = getattr(stats, key)
+    for api, n in stats.sqs_calls.items():
+        counts[f"sqs_calls:{api}"] = n
+    for answer, n in stats.state_proposals.items():
+        if answer != "MISSING":  # no proposal made: the run was not found
+            counts[f"state_proposals:{answer}"] = n
+    counts["tasks_stopped"] = sum(stats.tasks_stopped.values())
+    return counts
+
+
+def _metrics(world: World) -> list[Violation]:
+    """What `/metrics` and the summaries say a replica did is what its ports saw it do. A killed replica's
+    counts may lag: a call answered, then a retry of its failed part cut short by the kill (seed 330)."""
+    found = []
+    for replica in world.replicas:
+        counted, seen = _counted(replica.stats), replica.tally
+        for key in sorted(set(counted) | set(seen)):
+            if counted[key] > seen[key] or (counted[key] < seen[key] and replica.life.alive):
+                found.append(
+                    Violation("metrics true", f"{replica.name}: {key} {counted[key]}, its ports saw {seen[key]}")
+                )
     return found
 
 

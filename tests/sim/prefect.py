@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,9 +133,10 @@ class SimPrefect:
 class PrefectView:
     """Prefect as one replica reaches it: `EventSink` and `FlowRuns`."""
 
-    def __init__(self, prefect: SimPrefect, life: Life) -> None:
+    def __init__(self, prefect: SimPrefect, life: Life, tally: Counter[str] | None = None) -> None:
         self._prefect = prefect
         self._life = life
+        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
 
     async def send(self, events: Sequence[EncodedEvent]) -> dict[UUID, str]:
         return await self._prefect.send(self._life, events)
@@ -146,10 +148,14 @@ class PrefectView:
         return await self._prefect.states(self._life, run_ids)
 
     async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
-        return await self._prefect.propose(self._life, run_id, proposal)
+        answer = await self._prefect.propose(self._life, run_id, proposal)
+        self.tally[f"state_proposals:{answer}"] += 1
+        self.tally["reschedules"] += proposal.type == "SCHEDULED" and answer == "ACCEPT"
+        return answer
 
     async def log(self, logs: Sequence[RunLog]) -> None:
         await self._prefect.log(self._life, logs)
+        self.tally["run_logs"] += 1
 
     def to_reconcile(
         self, final_since: datetime | None, final_types: Collection[str]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -143,18 +144,26 @@ class SimQueue:
 class QueueView:
     """The queue as one replica reaches it (`ports.MessageQueue`)."""
 
-    def __init__(self, queue: SimQueue, life: Life, in_flight: Callable[[int], None]) -> None:
+    def __init__(
+        self, queue: SimQueue, life: Life, in_flight: Callable[[int], None], tally: Counter[str] | None = None
+    ) -> None:
         self._queue = queue
         self._life = life
         self._in_flight = in_flight  # told how many messages a receive hands over, before they are dispatched
+        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
 
     async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]:
+        self.tally["sqs_calls:ReceiveMessage"] += 1
         messages = await self._queue.receive(self._life, max_messages, wait_seconds, visibility_timeout)
         self._in_flight(len(messages))
         return messages
 
     async def delete(self, messages: Sequence[Message]) -> dict[str, str]:
-        return await self._queue.delete(self._life, messages)
+        self.tally["sqs_calls:DeleteMessageBatch"] += 1
+        failed = await self._queue.delete(self._life, messages)
+        self.tally["deleted"] += sum(m.message_id not in failed for m in messages)
+        return failed
 
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]:
+        self.tally["sqs_calls:ChangeMessageVisibilityBatch"] += 1
         return await self._queue.change_visibility(self._life, messages, visibility)

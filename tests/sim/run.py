@@ -11,12 +11,15 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import stamina.instrumentation
 
 from ecs_observer.core.task_view import sweep_event_id
 
 from .clock import EPOCH, Deadlock, VirtualClock, VirtualLoop, reading
+from .faults import SimError
 from .invariants import at_end, awaiting_repair, on_delete
 from .scenario import Scenario, draw
 from .world import Replica, Violation, World
@@ -50,14 +53,13 @@ def simulate(seed: int, scenario: Scenario | None = None, tweak: Callable[[World
     clock = VirtualClock()
     loop = VirtualLoop(clock)
     loop.set_exception_handler(lambda loop, context: None)  # a killed replica's tasks die unawaited
-    logging.disable(logging.CRITICAL)  # the observer's warnings are the faults working: counted instead
     state = random.getstate()
     random.seed(seed)  # the retry jitter (stamina) draws from the global generator
     world = World.of(scenario, clock)
     if tweak is not None:
         tweak(world)
     try:
-        with reading(clock):
+        with reading(clock), _watching_logs(world):
             try:
                 loop.run_until_complete(_drive(world))
             except Deadlock as exc:
@@ -65,7 +67,6 @@ def simulate(seed: int, scenario: Scenario | None = None, tweak: Callable[[World
             _collect(world, loop)
     finally:
         random.setstate(state)
-        logging.disable(logging.NOTSET)
         loop.close()
     violations = tuple(world.violations) + tuple(at_end(world))
     lost = [t for t in scenario.tasks if t.stop_lost]
@@ -109,6 +110,42 @@ def describe(scenario: Scenario) -> str:
         f"max_in_flight {scenario.config.max_in_flight}, {'exact' if scenario.exact else 'gaps allowed'}"
         f"{', sweeping' if scenario.sweeps else ''}"
     )
+
+
+class _LogWatch(logging.Handler):
+    """Formats every record the observer logs, as a real handler would, then drops it (the warnings are the
+    faults working, counted instead): a record that cannot be formatted, or a traceback (a failure the
+    pipeline did not expect; the generic handler that keeps its message logs it), is a violation."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(logging.DEBUG)
+        self._world = world
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception as exc:  # what logging would print as "--- Logging error ---"
+            self._world.violate("every log line formats", f"{record.pathname}:{record.lineno}: {exc!r}")
+            return
+        error = record.exc_info[1] if record.exc_info is not None else None
+        if error is not None and not isinstance(error, SimError):  # a fault's own error is expected
+            self._world.violate("nothing fails unexpectedly", f"{text}: {error!r}")
+
+
+@contextlib.contextmanager
+def _watching_logs(world: World) -> Iterator[None]:
+    logger = logging.getLogger("ecs_observer")
+    saved = logger.level, logger.propagate, logger.handlers[:]
+    hooks = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([])  # as app/logs.py does: our backoff's hooks tell retries
+    logger.handlers[:], logger.propagate = [_LogWatch(world)], False
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate, logger.handlers[:] = saved[1], saved[2]
+        stamina.instrumentation.set_on_retry_hooks(hooks)
 
 
 async def _drive(world: World) -> None:

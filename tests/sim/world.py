@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -45,6 +46,7 @@ class Replica:
     observer: Observer
     stats: Stats
     sweeper: Sweeper | None = None
+    tally: Counter[str] = field(default_factory=Counter)  # what its ports were asked and answered
 
 
 @dataclass(eq=False)
@@ -127,9 +129,10 @@ class World:
             if life.alive and held + count > config.max_in_flight:
                 self.violate("in-flight bound", f"{name}: {held} + {count} > {config.max_in_flight}")
 
-        ecs, prefect = EcsView(self.ecs, life), PrefectView(self.prefect, life)
+        tally: Counter[str] = Counter()
+        ecs, prefect = EcsView(self.ecs, life, tally), PrefectView(self.prefect, life, tally)
         observer = Observer(
-            QueueView(self.queue, life, received),
+            QueueView(self.queue, life, received, tally),
             ecs,
             store,
             prefect,
@@ -143,7 +146,7 @@ class World:
         if self.scenario.sweeps:
             scope = Scope.of(ACCOUNT, [CLUSTER_ARN])
             sweeper = Sweeper(observer, prefect, ecs, store, stats, config, scope, ecs)
-        replica = Replica(name, life, observer, stats, sweeper)
+        replica = Replica(name, life, observer, stats, sweeper, tally)
         self.replicas.append(replica)
         return replica
 
