@@ -319,3 +319,11 @@ def test_an_error_the_pipeline_did_not_expect_is_caught(monkeypatch: pytest.Monk
     monkeypatch.setattr(Observer, "_reject", lambda self, message, release: reject(self, None, release))  # type: ignore[arg-type]
     outcome = simulate(3)
     assert "nothing fails unexpectedly" in {v.invariant for v in outcome.violations}
+
+
+@pytest.mark.parametrize("seed", [176, 299])
+def test_seeds_176_299_crash_logs_survive_a_failed_post(seed: int) -> None:
+    """A failed task of a run that never ran: the run was made Crashed, then the crash logs' post raised; the
+    message came back, but its redelivery found the run Crashed, no longer one that never ran, and never
+    posted them. Crash logs now go before the proposal."""
+    _check(seed)

@@ -95,20 +95,21 @@ class Effects:
         if previous is not None:
             # Its failure is its own message's business (it stays in the queue); this one goes on.
             await asyncio.gather(asyncio.shield(previous), return_exceptions=True)
-        current: RunState | None = None  # the run's state before this change's proposal
         note: str | None = None  # whether the stop was rescheduled, for the diagnosis log
+        crash_logs = next((e for e in forward.effects if isinstance(e, ForwardCrashLogs)), None)
         for effect in forward.effects:
             if isinstance(effect, KeepRunTrue):
-                current, note = await self._keep_true(forward, effect)
+                _, note = await self._keep_true(forward, effect, crash_logs)
             elif isinstance(effect, WriteDiagnosis):
                 await self._write_diagnosis(forward, effect, note)
             elif isinstance(effect, ForwardCrashLogs):
-                if current is not None and never_ran(current):
-                    await self._crash_logs(forward, effect)
+                continue  # posted by `_keep_true`, before the run leaves the state that calls for them
             else:
                 await self._deregister(forward, effect)
 
-    async def _keep_true(self, forward: Forward, effect: KeepRunTrue) -> tuple[RunState | None, str | None]:
+    async def _keep_true(
+        self, forward: Forward, effect: KeepRunTrue, crash_logs: ForwardCrashLogs | None = None
+    ) -> tuple[RunState | None, str | None]:
         placed = (effect.run_id, forward.change.task_arn)
         if forward.change.last_status in PLACING and placed in self._placed:
             # This task's InfrastructurePending is set: whatever the run did since, nothing is to propose.
@@ -118,6 +119,10 @@ class Effects:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
             return None, None
+        if crash_logs is not None and never_ran(current):
+            # Before the proposal: were they posted after it, a failed post's redelivery would find the run
+            # Crashed already, no longer one that never ran, and never post them (seeds 176, 299).
+            await self._crash_logs(forward, crash_logs)
         proposal = propose(forward.change, forward.diagnosis, current)
         if proposal is None:
             return current, None

@@ -55,7 +55,8 @@ def allowed_finals(task: TaskPlan, scenario: Scenario) -> set[str]:
         allowed |= {task.run_state[1], INFRASTRUCTURE_PENDING}
     active = task.run_state[0] in ("PENDING", "RUNNING")
     if task.stop == "capacity" and active:
-        allowed |= {"AwaitingRetry", "Crashed", INFRASTRUCTURE_PENDING}
+        # Crashed only by a sweep: its DescribeTasks gives every stop the same reason here, not a transient one.
+        allowed |= {"AwaitingRetry", INFRASTRUCTURE_PENDING} | ({"Crashed"} if scenario.sweeps else set())
     if scenario.sweeps and active and (task.statuses[-1] == "STOPPED" or task.tags_gone):
         allowed.add("Crashed")  # also a task ECS no longer knows: the sweep crashes its run
     return allowed
@@ -311,6 +312,17 @@ def _runs(world: World, scenario: Scenario) -> list[Violation]:
             found.append(Violation("diagnosis once per task", f"{what}: {diagnoses} diagnosis logs"))
         posts = _crash_log_posts(world, task)
         expected_posts = int(task.failed and task.logs and task.run_state[0] in ("PENDING", "SCHEDULED"))
+        if (
+            expected_posts
+            and task.statuses[-1] == "STOPPED"
+            and not posts
+            and task.run_answer == "ACCEPT"
+            and task.stop != "capacity"
+            and not _lost_for_good(task)
+            and not (task.stop_lost and world.faults.exercised["prefect: logs raised"])
+            and not (task.tags_gone and scenario.sweeps)  # crashed as MISSING by a sweep before its STOPPED came
+        ):
+            found.append(Violation("crash logs posted", f"{what}: none, though its definition logs to CloudWatch"))
         # Best effort: at most once, and only when called for; without the state table a replica's claims die
         # with it, so each kill may post them once more (docs/reliability.md, "What is not promised").
         most = 1 + (0 if scenario.shared else len(scenario.faults.kills))
