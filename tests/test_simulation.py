@@ -327,3 +327,30 @@ def test_seeds_176_299_crash_logs_survive_a_failed_post(seed: int) -> None:
     message came back, but its redelivery found the run Crashed, no longer one that never ran, and never
     posted them. Crash logs now go before the proposal."""
     _check(seed)
+
+
+def test_a_sweep_that_never_crashes_a_forgotten_tasks_run_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ECS forgot the task (MISSING): a sweep crashes its active run once that held for the grace. A sweep
+    whose proposals for gone tasks are never made leaves the run Pending for ever: CI seeds 7, 45, 54, 63, ..."""
+    from ecs_observer.pipeline.observer import Observer
+
+    async def never(self: Observer, run_id: UUID, task_arn: str, proposal: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Observer, "propose", never)
+    outcome = simulate(45)
+    assert "a forgotten task's run ends" in {v.invariant for v in outcome.violations}
+
+
+def test_a_sweep_that_never_stops_a_cancelled_runs_task_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run cancelled while its task still runs: only a connected worker would stop it, so the sweep does.
+    A sweep without its StopTask leaves the task running: CI seeds 1, 38, 68, 101, ..."""
+    init = Sweeper.__init__
+
+    def without_stopper(self: Sweeper, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._stopper = None
+
+    monkeypatch.setattr(Sweeper, "__init__", without_stopper)
+    outcome = simulate(1)
+    assert "a cancelled run's task stopped" in {v.invariant for v in outcome.violations}

@@ -273,6 +273,9 @@ def _sweep(world: World, scenario: Scenario) -> list[Violation]:
         cancelling = run is not None and any(s.type in ("CANCELLING", "CANCELLED") for s, _ in run.history)
         if ecs_task.stops and not cancelling:
             found.append(Violation("no action on a healthy run", f"task {task.task_id[:8]} stopped: {ecs_task.stops}"))
+        still_cancelling = run is not None and run.state.type == "CANCELLING" and task.run_answer == "ACCEPT"
+        if scenario.sweeps and task.statuses[-1] != "STOPPED" and still_cancelling and not ecs_task.stops:
+            found.append(Violation("a cancelled run's task stopped", f"task {task.task_id[:8]} still runs"))
         if run is not None:
             marks = sum(message.startswith(RESCHEDULE_MARK) for _, message in run.history)
             if marks > scenario.config.start_retries:
@@ -299,6 +302,11 @@ def _runs(world: World, scenario: Scenario) -> list[Violation]:
             found.append(Violation("flow run ends true to its task", f"{what}: {names}, expected {sorted(finals)}"))
         elif scenario.exact and scenario.replicas == 1 and names[-1] == expected[-1] and names != expected:
             found.append(Violation("proposals in version order", f"{what}: {names}, expected {expected}"))
+        forgotten = scenario.sweeps and task.tags_gone and task.statuses[-1] == "STOPPED"
+        if forgotten and task.run_answer == "ACCEPT" and task.run_state[0] in ACTIVE and run.state.type in ACTIVE:
+            # ECS forgot the task (DescribeTasks: MISSING): a sweep crashes the run once that held for the grace
+            # (or its event rescheduled it: AwaitingRetry is Scheduled, which a sweep leaves alone).
+            found.append(Violation("a forgotten task's run ends", f"{what}: {names}"))
         if any(state.type in FINAL for state, _ in run.history[:-1]):
             found.append(Violation("proposals in version order", f"{what}: left a final state: {names}"))
         diagnoses, wanted = _diagnoses(world, task), int(task.failed and task.statuses[-1] == "STOPPED")

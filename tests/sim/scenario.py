@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -211,6 +211,15 @@ def draw(seed: int) -> Scenario:
     sweep = rng.random() < 0.5
     tasks = [_task(rng, n, True, start, sweep) for n in range(prefect_count)]
     tasks += [_task(rng, prefect_count + n, False, start, sweep) for n in range(rng.randint(0, 3))]
+    # Drawn apart, so that the draws above (and the seeds named for them) stay as they were: a run cancelled
+    # while its task still runs, for the sweep to stop (no worker is connected to do it).
+    later = random.Random(seed * 104_729 + 3)
+    tasks = [
+        replace(task, run_state=("CANCELLING", "Cancelling"))
+        if sweep and task.statuses[-1] != "STOPPED" and task.run_id is not None and later.random() < 0.4
+        else task
+        for task in tasks
+    ]
     deliveries: list[Delivery] = []
     invalid: set[UUID] = set()
     faults = FaultPlan.draw(rng, replicas)
