@@ -354,3 +354,19 @@ def test_a_sweep_that_never_stops_a_cancelled_runs_task_is_caught(monkeypatch: p
     monkeypatch.setattr(Sweeper, "__init__", without_stopper)
     outcome = simulate(1)
     assert "a cancelled run's task stopped" in {v.invariant for v in outcome.violations}
+
+
+def test_health_that_stays_healthy_while_sqs_is_down_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/healthz` is checked every virtual second against the world: unhealthy exactly when SQS has not
+    answered the replica for longer than the silence limit. An SQS outage (drawn in some seeds) makes a
+    health that never says so fail: CI seeds 11, 44, 54, 76, ..."""
+    from ecs_observer.pipeline.intake import Intake
+
+    health = Intake.health
+
+    def always_healthy(self: Intake) -> tuple[list[str], dict[str, Any]]:
+        return [], health(self)[1]
+
+    monkeypatch.setattr(Intake, "health", always_healthy)
+    outcome = simulate(11)
+    assert "health true" in {v.invariant for v in outcome.violations}

@@ -29,6 +29,7 @@ class FaultPlan:
     prefect_error: float = 0.0  # a Prefect call answers 5xx/429/times out: the adapter retries (latency)
     prefect_gives_up: float = 0.0  # a Prefect call raises after all (the port's caller keeps the message)
     outage: tuple[float, float] | None = None  # Prefect answers nothing from .. to (virtual seconds)
+    sqs_outage: tuple[float, float] | None = None  # every SQS call fails from .. to (virtual seconds)
     refused: float = 0.0  # chance an event is invalid for Prefect: refused with 422, always
     kills: tuple[float, ...] = ()  # when a replica is killed (and restarted `restart_after` later)
     restart_after: float = 5.0
@@ -79,6 +80,12 @@ class Faults:
             self.exercised[name] += 1
             return True
         return False
+
+    def sqs_down(self, now: float) -> bool:
+        down = self.plan.sqs_outage is not None and self.plan.sqs_outage[0] <= now < self.plan.sqs_outage[1]
+        if down:
+            self.exercised["sqs: outage"] += 1
+        return down
 
     def latency(self, high: float) -> float:
         return self.rng.uniform(0.0, high) if high > 0 else 0.0

@@ -64,6 +64,8 @@ class SimQueue:
     async def receive(self, life: Life, max_messages: int, wait_seconds: int, visibility: int) -> list[Message]:
         loop = asyncio.get_running_loop()
         await life.pause(self._faults.latency(0.01))
+        if self._faults.sqs_down(asyncio.get_running_loop().time()):
+            raise SimError("ServiceUnavailable: SQS is down")
         if self._faults.happens("sqs: ReceiveMessage failed", self._faults.plan.sqs_error):
             raise SimError("ThrottlingException: Rate exceeded")
         deadline = loop.time() + wait_seconds
@@ -107,6 +109,8 @@ class SimQueue:
 
     async def delete(self, life: Life, messages: Sequence[Message]) -> dict[str, str]:
         await life.pause(self._faults.latency(0.01))
+        if self._faults.sqs_down(asyncio.get_running_loop().time()):
+            raise SimError("ServiceUnavailable: SQS is down")
         if self._faults.happens("sqs: DeleteMessageBatch failed", self._faults.plan.sqs_error):
             raise SimError("InternalError")
         failed = {}
@@ -123,6 +127,8 @@ class SimQueue:
 
     async def change_visibility(self, life: Life, messages: Sequence[Message], visibility: int) -> dict[str, str]:
         await life.pause(self._faults.latency(0.01))
+        if self._faults.sqs_down(asyncio.get_running_loop().time()):
+            raise SimError("ServiceUnavailable: SQS is down")
         if self._faults.happens("sqs: ChangeMessageVisibilityBatch failed", self._faults.plan.sqs_error):
             raise SimError("ThrottlingException")
         failed = {}
@@ -151,19 +157,24 @@ class QueueView:
         self._life = life
         self._in_flight = in_flight  # told how many messages a receive hands over, before they are dispatched
         self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
+        self.answered_at = asyncio.get_running_loop().time()  # SQS's last answer to it (at first: its start)
 
     async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]:
         self.tally["sqs_calls:ReceiveMessage"] += 1
         messages = await self._queue.receive(self._life, max_messages, wait_seconds, visibility_timeout)
+        self.answered_at = asyncio.get_running_loop().time()
         self._in_flight(len(messages))
         return messages
 
     async def delete(self, messages: Sequence[Message]) -> dict[str, str]:
         self.tally["sqs_calls:DeleteMessageBatch"] += 1
         failed = await self._queue.delete(self._life, messages)
+        self.answered_at = asyncio.get_running_loop().time()
         self.tally["deleted"] += sum(m.message_id not in failed for m in messages)
         return failed
 
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]:
         self.tally["sqs_calls:ChangeMessageVisibilityBatch"] += 1
-        return await self._queue.change_visibility(self._life, messages, visibility)
+        failed = await self._queue.change_visibility(self._life, messages, visibility)
+        self.answered_at = asyncio.get_running_loop().time()
+        return failed

@@ -164,6 +164,8 @@ async def _drive(world: World) -> None:
     for at in scenario.faults.kills:
         loop.call_at(at, _kill, world, start)
     last = max([d.at for d in scenario.deliveries] + [k + scenario.faults.restart_after for k in scenario.faults.kills])
+    if scenario.faults.sqs_outage is not None:
+        last = max(last, scenario.faults.sqs_outage[1])
     if scenario.sweeps:  # a lost STOPPED is repaired a grace after it, or after ECS and Prefect answer again,
         # by a sweep within two intervals
         stops = [(t.occurred(len(t.statuses)) - EPOCH).total_seconds() for t in scenario.tasks]
@@ -177,6 +179,7 @@ async def _drive(world: World) -> None:
             world.violate("finishes", f"messages still unfinished after {LIMIT:.0f} virtual seconds")
             break
         await asyncio.sleep(_TICK)
+        _check_health(world)
     live = [r for r in world.replicas if r.life.alive]
     for replica in live:
         replica.observer.stop("the run is over")
@@ -186,6 +189,24 @@ async def _drive(world: World) -> None:
             world.violate("stops cleanly", repr(task.exception()))
     if len(done) < len(live):
         world.violate("stops cleanly", f"{len(live) - len(done)} replica(s) did not stop within 120 s")
+
+
+def _check_health(world: World) -> None:
+    """`/healthz` of each live replica tells the truth: unhealthy exactly when SQS has not answered it for
+    longer than the silence limit (README: ECS then replaces the task), with its receive loops running."""
+    config, now = world.scenario.config, asyncio.get_running_loop().time()
+    limit = config.sqs_silence_limit or max(3 * config.wait_time_seconds, config.visibility_timeout) + 30
+    for replica in world.replicas:
+        if not replica.life.alive or replica.queue is None or replica.observer.stopping.is_set():
+            continue
+        if not replica.tally["sqs_calls:ReceiveMessage"]:
+            continue  # not started yet
+        healthy, details = replica.observer.health()
+        silent = now - replica.queue.answered_at
+        if healthy != (silent <= limit) or details["in_flight"] != replica.observer.in_flight:
+            detail = f"{replica.name} at {now:.0f} s: {healthy}, {details}, SQS silent for {silent:.0f} s"
+            world.violate("health true", detail)
+            return
 
 
 async def _run(replica: Replica) -> None:

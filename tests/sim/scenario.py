@@ -137,6 +137,7 @@ class Scenario:
             not self.faults.kills
             and len(self.deliveries) <= room
             and self.faults.outage is None
+            and self.faults.sqs_outage is None
             and not denied_on_replicas
         )
 
@@ -264,6 +265,9 @@ def draw(seed: int) -> Scenario:
         sweep_interval=20.0 if sweep else 0.0,
         sweep_grace=30.0,
     )
+    if later.random() < 0.15:  # SQS down for a while: health must say so, and nothing may be lost
+        begins = later.uniform(0.0, 60.0)
+        faults = replace(faults, sqs_outage=(begins, begins + later.choice((20.0, 90.0, 150.0))))
     return Scenario(
         seed=seed,
         shape=shape,

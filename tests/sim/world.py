@@ -47,6 +47,7 @@ class Replica:
     stats: Stats
     sweeper: Sweeper | None = None
     tally: Counter[str] = field(default_factory=Counter)  # what its ports were asked and answered
+    queue: QueueView | None = None
 
 
 @dataclass(eq=False)
@@ -119,6 +120,8 @@ class World:
         name = f"replica-{len(self.replicas)}"
         life = Life(name)
         stats = Stats()
+        # Its default came from the real `time.monotonic`, bound when the dataclass was defined: the clock's now.
+        stats.last_sqs_success = self.clock.now
         config = self.scenario.config
         store: TaskStateStore = (
             StoreView(self.store, life) if self.scenario.shared else MemoryTaskState(config.cache_size)
@@ -131,8 +134,9 @@ class World:
 
         tally: Counter[str] = Counter()
         ecs, prefect = EcsView(self.ecs, life, tally), PrefectView(self.prefect, life, tally)
+        queue = QueueView(self.queue, life, received, tally)
         observer = Observer(
-            QueueView(self.queue, life, received, tally),
+            queue,
             ecs,
             store,
             prefect,
@@ -146,7 +150,7 @@ class World:
         if self.scenario.sweeps:
             scope = Scope.of(ACCOUNT, [CLUSTER_ARN])
             sweeper = Sweeper(observer, prefect, ecs, store, stats, config, scope, ecs)
-        replica = Replica(name, life, observer, stats, sweeper, tally)
+        replica = Replica(name, life, observer, stats, sweeper, tally, queue)
         self.replicas.append(replica)
         return replica
 
