@@ -51,22 +51,14 @@ JOBS ?= 2
 simulate: $(STAMP)
 	PYTHONHASHSEED=0 $(BIN)/python -m tests.sim --seeds $(SEEDS) --start $(START) --jobs $(JOBS)
 
-# Mutation testing of the pure core against its pure tests ([tool.mutmut] in pyproject.toml); about 3 minutes.
-# Not part of `make test`: it prints a score to read (docs/reliability.md), not a pass or a fail.
-define MUTATION_SCORE
-import collections, sys
-outcomes = collections.Counter(line.rsplit(": ", 1)[1].strip() for line in sys.stdin if ": " in line)
-print(", ".join(f"{n} {kind}" for kind, n in outcomes.most_common()))
-print(f"mutation score: {outcomes['killed']} of {sum(outcomes.values())} killed = {outcomes['killed'] / max(1, sum(outcomes.values())):.1%}")
-print("survivors: .venv/bin/mutmut results; one of them: .venv/bin/mutmut show <name>")
-endef
-export MUTATION_SCORE
-
+# Mutation testing, one mutmut run per scope of [tool.mutation] in pyproject.toml (tests/mutation.py): the pure
+# core against its pure tests (about 3 minutes), the pipeline against the simulation's quick seeds (tests/sim/quick.py).
+# One line per scope, `mutation score <scope>: K of N killed = P%`; what survived, by module with its diff, in
+# build/mutation/<scope>/survivors.md. Not part of `make test`: it prints scores to read (docs/reliability.md).
+SCOPE ?= all
 mutation: $(STAMP)
 	$(BIN)/pip install -q mutmut==3.8.1
-	rm -rf mutants
-	$(BIN)/mutmut run > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
-	$(BIN)/mutmut results --all true | $(BIN)/python -c "$$MUTATION_SCORE"
+	$(BIN)/python -m tests.mutation $(SCOPE)
 
 # The five benchmarks; each prints its figures and the command that reproduces them (docs/performance.md).
 bench: $(STAMP)
@@ -77,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/sweep_cost.py
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache mutants mutants.log
+	rm -rf $(VENV) $(INFRA_VENV) .mypy_cache .ruff_cache .pytest_cache build/mutation mutants mutants.log
