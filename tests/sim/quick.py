@@ -27,8 +27,12 @@ from .scenario import Scenario, draw
 
 __all__ = ["QUICK_SEEDS", "choose", "features"]
 
-# Chosen by `python -m tests.sim.quick` from seeds 0-159 (see its output for what each adds).
-QUICK_SEEDS: tuple[int, ...] = (127, 9, 122, 7, 49, 66, 109, 72, 145, 18, 51, 152, 106, 108, 111, 29)
+# Chosen by `python -m tests.sim.quick` from seeds 0-159 (2026-12-03, see its output for what each adds), and
+# four that the named tests of tests/test_simulation.py show catch what no line count sees: a sweep that never
+# crashes a forgotten task's run (45) or never stops a cancelled run's task (1), health that stays healthy
+# while SQS is down (11), a metric that miscounts (5).
+QUICK_SEEDS: tuple[int, ...] = (134, 59, 89, 122, 9, 86, 91, 106, 117, 140, 87, 83, 20, 18, 69, 35, 144, 120, 128, 29)
+QUICK_SEEDS += (45, 1, 11, 5)
 
 # What `make mutation` mutates in its pipeline scope ([tool.mutation.pipeline] in pyproject.toml).
 SCOPE = ("ecs_observer/pipeline/", "ecs_observer/support/batcher.py")
@@ -47,6 +51,7 @@ def features(scenario: Scenario, outcome: Outcome) -> set[Feature]:
         ("sweeps", str(scenario.sweeps)),
         ("exact", str(scenario.exact)),
         ("outage", str(scenario.faults.outage is not None)),
+        ("sqs outage", str(scenario.faults.sqs_outage is not None)),
         ("refused", str(bool(scenario.invalid_events))),
         ("receivers", str(scenario.config.receivers)),
         ("max_in_flight", str(scenario.config.max_in_flight)),
