@@ -119,17 +119,29 @@ class Effects:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
             return None, None
+        failed: Exception | None = None
         if crash_logs is not None and never_ran(current):
-            # Before the proposal: were they posted after it, a failed post's redelivery would find the run
-            # Crashed already, no longer one that never ran, and never post them (seeds 176, 299).
-            await self._crash_logs(forward, crash_logs)
+            # Before the proposal: were they posted after it, a redelivery (another effect's post failed)
+            # would find the run Crashed, no longer one that never ran, and never post them (seeds 176, 299).
+            # Their own post failing does not hold the state: proposed anyway, then the message comes back.
+            try:
+                await self._crash_logs(forward, crash_logs)
+            except Exception as exc:
+                failed = exc
+        note = await self._settle(forward, effect, current)
+        if failed is not None:
+            raise failed
+        return current, note
+
+    async def _settle(self, forward: Forward, effect: KeepRunTrue, current: RunState) -> str | None:
+        """The proposal the change calls for, if any; a transient start failure's reschedule note."""
         proposal = propose(forward.change, forward.diagnosis, current)
         if proposal is None:
-            return current, None
+            return None
         if forward.retry_cause is not None and proposal.type == "CRASHED":
-            return current, await self._reschedule(forward, effect, current, forward.retry_cause)
+            return await self._reschedule(forward, effect, current, forward.retry_cause)
         await self._propose(forward, effect.run_id, proposal)
-        return current, None
+        return None
 
     async def _reschedule(self, forward: Forward, effect: KeepRunTrue, current: RunState, cause: str) -> str | None:
         """AwaitingRetry instead of Crashed while the run has reschedules left, else Crashed; once per task,

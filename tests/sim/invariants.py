@@ -82,6 +82,14 @@ def awaiting_repair(world: World) -> bool:
         run = world.prefect.runs.get(task.run_id)
         if task.run_answer == "ACCEPT" and run is not None and run.state.type in ACTIVE:
             return True
+    for task in world.scenario.tasks:  # the sweep's actions asserted below: a forgotten task, a cancelled run
+        run = world.prefect.runs.get(task.run_id) if task.run_id is not None else None
+        if run is None or task.run_answer != "ACCEPT" or run.state.type not in ACTIVE:
+            continue
+        if task.tags_gone and task.statuses[-1] == "STOPPED":
+            return True
+        if run.state.type == "CANCELLING" and task.statuses[-1] != "STOPPED" and not world.ecs.tasks[task.arn].stops:
+            return True
     return False
 
 
@@ -327,7 +335,7 @@ def _runs(world: World, scenario: Scenario) -> list[Violation]:
             and task.run_answer == "ACCEPT"
             and task.stop != "capacity"
             and not _lost_for_good(task)
-            and not (task.stop_lost and world.faults.exercised["prefect: logs raised"])
+            and task.run_id not in world.prefect.failed_crash_logs  # their post raised: not again once Crashed
             and not (task.tags_gone and scenario.sweeps)  # crashed as MISSING by a sweep before its STOPPED came
         ):
             found.append(Violation("crash logs posted", f"{what}: none, though its definition logs to CloudWatch"))

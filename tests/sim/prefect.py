@@ -53,6 +53,7 @@ class SimPrefect:
         self.events: dict[UUID, dict[str, Any]] = {}  # accepted, first copy kept
         self.invalid: set[UUID] = set()  # events Prefect refuses
         self.runs: dict[UUID, SimRun] = {}
+        self.failed_crash_logs: set[UUID] = set()  # runs whose crash logs' post raised (the caller saw it fail)
 
     async def _call(self, life: Life, what: str) -> None:
         plan, loop = self._faults.plan, asyncio.get_running_loop()
@@ -102,7 +103,11 @@ class SimPrefect:
         return answer
 
     async def log(self, life: Life, logs: Sequence[RunLog]) -> None:
-        await self._call(life, "logs")
+        try:
+            await self._call(life, "logs")
+        except SimError:
+            self.failed_crash_logs |= {entry.run_id for entry in logs if entry.message.startswith("The last ")}
+            raise
         for entry in logs:
             if entry.run_id in self.runs:
                 self.runs[entry.run_id].logs.append(entry)
@@ -149,7 +154,7 @@ class PrefectView:
 
     async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
         answer = await self._prefect.propose(self._life, run_id, proposal)
-        self.tally[f"state_proposals:{answer}"] += 1
+        self.tally[f"state_proposals:{answer}"] += answer != "MISSING"  # counted with the runs not found
         self.tally["reschedules"] += proposal.type == "SCHEDULED" and answer == "ACCEPT"
         return answer
 
