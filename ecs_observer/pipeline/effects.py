@@ -99,7 +99,7 @@ class Effects:
         crash_logs = next((e for e in forward.effects if isinstance(e, ForwardCrashLogs)), None)
         for effect in forward.effects:
             if isinstance(effect, KeepRunTrue):
-                _, note = await self._keep_true(forward, effect, crash_logs)
+                note = await self._keep_true(forward, effect, crash_logs)
             elif isinstance(effect, WriteDiagnosis):
                 await self._write_diagnosis(forward, effect, note)
             elif isinstance(effect, ForwardCrashLogs):
@@ -109,16 +109,17 @@ class Effects:
 
     async def _keep_true(
         self, forward: Forward, effect: KeepRunTrue, crash_logs: ForwardCrashLogs | None = None
-    ) -> tuple[RunState | None, str | None]:
+    ) -> str | None:
+        """The run kept true to the change; a transient start failure's reschedule note, for the diagnosis."""
         placed = (effect.run_id, forward.change.task_arn)
         if forward.change.last_status in PLACING and placed in self._placed:
             # This task's InfrastructurePending is set: whatever the run did since, nothing is to propose.
-            return None, None
+            return None
         current = await self._reads.ask(effect.run_id)
         if current is None:
             log.debug("flow run %s of task %s does not exist", effect.run_id, forward.change.task_arn)
             self._stats.state_proposals["MISSING"] += 1
-            return None, None
+            return None
         failed: Exception | None = None
         if crash_logs is not None and never_ran(current):
             # Before the proposal: were they posted after it, a redelivery (another effect's post failed)
@@ -131,7 +132,7 @@ class Effects:
         note = await self._settle(forward, effect, current)
         if failed is not None:
             raise failed
-        return current, note
+        return note
 
     async def _settle(self, forward: Forward, effect: KeepRunTrue, current: RunState) -> str | None:
         """The proposal the change calls for, if any; a transient start failure's reschedule note."""

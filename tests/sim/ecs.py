@@ -134,10 +134,10 @@ class SimEcs:
 class EcsView:
     """ECS as one replica reaches it: `TaskDescriber`, `TaskStopper`, `TaskDefinitions`, `ContainerLogs`."""
 
-    def __init__(self, ecs: SimEcs, life: Life, tally: Counter[str] | None = None) -> None:
+    def __init__(self, ecs: SimEcs, life: Life, tally: Counter[str]) -> None:
         self._ecs = ecs
         self._life = life
-        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
+        self.tally = tally  # what the replica asked and was answered (shared by its views)
 
     async def describe(
         self, region: str, cluster: str | None, task_arns: Sequence[str]

@@ -138,10 +138,10 @@ class SimPrefect:
 class PrefectView:
     """Prefect as one replica reaches it: `EventSink` and `FlowRuns`."""
 
-    def __init__(self, prefect: SimPrefect, life: Life, tally: Counter[str] | None = None) -> None:
+    def __init__(self, prefect: SimPrefect, life: Life, tally: Counter[str]) -> None:
         self._prefect = prefect
         self._life = life
-        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
+        self.tally = tally  # what the replica asked and was answered (shared by its views)
 
     async def send(self, events: Sequence[EncodedEvent]) -> dict[UUID, str]:
         return await self._prefect.send(self._life, events)

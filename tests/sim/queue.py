@@ -58,14 +58,18 @@ class SimQueue:
         """Every message deleted or dead-lettered."""
         return all(m.deleted_at is not None or m.dead for m in self.messages.values())
 
+    def _answer_unless_down(self) -> None:
+        """Every call fails while SQS is down (`FaultPlan.sqs_outage`)."""
+        if self._faults.sqs_down(asyncio.get_running_loop().time()):
+            raise SimError("ServiceUnavailable: SQS is down")
+
     def _visible(self, now: float) -> list[Stored]:
         return [m for m in self.messages.values() if m.deleted_at is None and not m.dead and m.visible_at <= now]
 
     async def receive(self, life: Life, max_messages: int, wait_seconds: int, visibility: int) -> list[Message]:
         loop = asyncio.get_running_loop()
         await life.pause(self._faults.latency(0.01))
-        if self._faults.sqs_down(asyncio.get_running_loop().time()):
-            raise SimError("ServiceUnavailable: SQS is down")
+        self._answer_unless_down()
         if self._faults.happens("sqs: ReceiveMessage failed", self._faults.plan.sqs_error):
             raise SimError("ThrottlingException: Rate exceeded")
         deadline = loop.time() + wait_seconds
@@ -109,8 +113,7 @@ class SimQueue:
 
     async def delete(self, life: Life, messages: Sequence[Message]) -> dict[str, str]:
         await life.pause(self._faults.latency(0.01))
-        if self._faults.sqs_down(asyncio.get_running_loop().time()):
-            raise SimError("ServiceUnavailable: SQS is down")
+        self._answer_unless_down()
         if self._faults.happens("sqs: DeleteMessageBatch failed", self._faults.plan.sqs_error):
             raise SimError("InternalError")
         failed = {}
@@ -127,8 +130,7 @@ class SimQueue:
 
     async def change_visibility(self, life: Life, messages: Sequence[Message], visibility: int) -> dict[str, str]:
         await life.pause(self._faults.latency(0.01))
-        if self._faults.sqs_down(asyncio.get_running_loop().time()):
-            raise SimError("ServiceUnavailable: SQS is down")
+        self._answer_unless_down()
         if self._faults.happens("sqs: ChangeMessageVisibilityBatch failed", self._faults.plan.sqs_error):
             raise SimError("ThrottlingException")
         failed = {}
@@ -150,13 +152,11 @@ class SimQueue:
 class QueueView:
     """The queue as one replica reaches it (`ports.MessageQueue`)."""
 
-    def __init__(
-        self, queue: SimQueue, life: Life, in_flight: Callable[[int], None], tally: Counter[str] | None = None
-    ) -> None:
+    def __init__(self, queue: SimQueue, life: Life, in_flight: Callable[[int], None], tally: Counter[str]) -> None:
         self._queue = queue
         self._life = life
         self._in_flight = in_flight  # told how many messages a receive hands over, before they are dispatched
-        self.tally = tally if tally is not None else Counter()  # what the replica asked and was answered
+        self.tally = tally  # what the replica asked and was answered (shared by its views)
         self.answered_at = asyncio.get_running_loop().time()  # SQS's last answer to it (at first: its start)
 
     async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]:
