@@ -3,6 +3,7 @@
 python -m tests.mutation core        # the pure core against its pure tests (about 3 minutes)
 python -m tests.mutation pipeline    # the pipeline against the quick seeds of the simulation
 python -m tests.mutation all         # both, one after the other
+python -m tests.mutation pipeline --only 'ecs_observer.pipeline.sweep.*'   # a slice (fnmatch on mutant names)
 
 mutmut reads its settings from `[tool.mutmut]` of the pyproject.toml in the
 directory it runs in, so each scope runs in a directory of its own,
@@ -15,6 +16,7 @@ every mutant not killed, grouped by module, with its diff.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import shutil
 import subprocess
@@ -79,18 +81,23 @@ def prepare(scope: str, pytest_options: dict[str, Any], mutmut: dict[str, Any]) 
     return where
 
 
-def run(scope: str, pytest_options: dict[str, Any], mutmut: dict[str, Any]) -> tuple[Counter[str], float]:
+def run(
+    scope: str, pytest_options: dict[str, Any], mutmut: dict[str, Any], only: list[str] | None = None
+) -> tuple[Counter[str], float]:
     where = prepare(scope, pytest_options, mutmut)
     bin_dir = Path(sys.executable).parent
     began = time.monotonic()
     with open(where / "mutmut.log", "w") as log:
-        done = subprocess.run([bin_dir / "mutmut", "run"], cwd=where, stdout=log, stderr=subprocess.STDOUT, check=False)
+        command = [str(bin_dir / "mutmut"), "run", *(only or [])]
+        done = subprocess.run(command, cwd=where, stdout=log, stderr=subprocess.STDOUT, check=False)
     elapsed = time.monotonic() - began
     if done.returncode != 0:
         sys.stdout.write((where / "mutmut.log").read_text()[-3000:])
         raise SystemExit(f"mutmut failed in scope {scope} (exit {done.returncode}): {where / 'mutmut.log'}")
     answer = subprocess.run([sys.executable, "-c", _RESULTS], cwd=where, capture_output=True, text=True, check=True)
     found: list[dict[str, str]] = json.loads(answer.stdout)
+    if only:  # mutmut lists every mutant of the scope; a slice's score counts only the slice's
+        found = [m for m in found if any(fnmatch.fnmatch(m["name"], pattern) for pattern in only)]
     (where / "survivors.md").write_text(survivors(scope, found))
     return Counter(m["status"] for m in found), elapsed
 
@@ -117,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     pytest_options, scopes = settings()
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.splitlines()[0])
     parser.add_argument("scope", choices=[*scopes, "all"])
+    parser.add_argument("--only", action="append", metavar="PATTERN", help="mutant names to run (fnmatch); repeatable")
     args = parser.parse_args(argv)
     chosen = list(scopes) if args.scope == "all" else [args.scope]
     lines = []
     for scope in chosen:
-        outcomes, elapsed = run(scope, pytest_options, scopes[scope])
+        outcomes, elapsed = run(scope, pytest_options, scopes[scope], args.only)
         print(f"{scope}: " + ", ".join(f"{n} {kind}" for kind, n in outcomes.most_common()), f"in {elapsed:.0f} s")
         print(f"  survivors: {(BUILD / scope / 'survivors.md').relative_to(ROOT)}")
         lines.append(score_line(scope, outcomes))
