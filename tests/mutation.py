@@ -82,13 +82,17 @@ def prepare(scope: str, pytest_options: dict[str, Any], mutmut: dict[str, Any]) 
 
 
 def run(
-    scope: str, pytest_options: dict[str, Any], mutmut: dict[str, Any], only: list[str] | None = None
+    scope: str,
+    pytest_options: dict[str, Any],
+    mutmut: dict[str, Any],
+    only: list[str] | None = None,
+    jobs: int | None = None,
 ) -> tuple[Counter[str], float]:
     where = prepare(scope, pytest_options, mutmut)
     bin_dir = Path(sys.executable).parent
     began = time.monotonic()
     with open(where / "mutmut.log", "w") as log:
-        command = [str(bin_dir / "mutmut"), "run", *(only or [])]
+        command = [str(bin_dir / "mutmut"), "run", *(only or [])] + ([f"--max-children={jobs}"] if jobs else [])
         done = subprocess.run(command, cwd=where, stdout=log, stderr=subprocess.STDOUT, check=False)
     elapsed = time.monotonic() - began
     if done.returncode != 0:
@@ -125,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.splitlines()[0])
     parser.add_argument("scope", choices=[*scopes, "all"])
     parser.add_argument("--only", action="append", metavar="PATTERN", help="mutant names to run (fnmatch); repeatable")
+    parser.add_argument("--jobs", type=int, help="mutants tried at once (mutmut's default: one per core)")
     args = parser.parse_args(argv)
     chosen = list(scopes) if args.scope == "all" else [args.scope]
     lines = []
     for scope in chosen:
-        outcomes, elapsed = run(scope, pytest_options, scopes[scope], args.only)
+        outcomes, elapsed = run(scope, pytest_options, scopes[scope], args.only, args.jobs)
         print(f"{scope}: " + ", ".join(f"{n} {kind}" for kind, n in outcomes.most_common()), f"in {elapsed:.0f} s")
         print(f"  survivors: {(BUILD / scope / 'survivors.md').relative_to(ROOT)}")
         lines.append(score_line(scope, outcomes))
