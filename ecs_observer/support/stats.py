@@ -65,7 +65,8 @@ class Stats:
     # and one per write, the request count DynamoDB on-demand bills.
     dynamodb_units: Counter[str] = field(default_factory=Counter)
     forward_latency: Histogram = field(default_factory=_latency)
-    last_sqs_success: float = field(default_factory=time.monotonic)
+    # Looked up at each Stats(), not bound at import: the simulation's virtual clock replaces `time` here.
+    last_sqs_success: float = field(default_factory=lambda: time.monotonic())
     dependencies: Dependencies = field(default_factory=Dependencies)
 
     def called(self, outcome: Retrying | Answered) -> None:

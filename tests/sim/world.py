@@ -120,8 +120,6 @@ class World:
         name = f"replica-{len(self.replicas)}"
         life = Life(name)
         stats = Stats()
-        # Its default came from the real `time.monotonic`, bound when the dataclass was defined: the clock's now.
-        stats.last_sqs_success = self.clock.now
         config = self.scenario.config
         store: TaskStateStore = (
             StoreView(self.store, life) if self.scenario.shared else MemoryTaskState(config.cache_size)
