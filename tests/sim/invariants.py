@@ -152,6 +152,7 @@ def at_end(world: World) -> list[Violation]:
     found += _events(world, scenario)
     found += _runs(world, scenario)
     found += _sweep(world, scenario)
+    found += _sweeps(world)
     found += _metrics(world)
     for replica in world.replicas:
         held = replica.observer.in_flight
@@ -292,6 +293,29 @@ def _sweep(world: World, scenario: Scenario) -> list[Violation]:
         run = world.prefect.runs[scenario.foreign_run]
         if run.proposals or run.logs or len(run.history) != 1:
             found.append(Violation("no action on another account's task", f"{run.proposals} {run.logs}"))
+    return found
+
+
+# --- Each sweep's account of itself (the sweep helper's section) ---
+
+
+def _sweeps(world: World) -> list[Violation]:
+    """Each sweep that returned gave every run it read one outcome, counted each once in `reconciled`, and
+    counted itself in `sweeps`; a sweep whose lease lapsed while reading did nothing and counted nothing."""
+    found = []
+    for replica in world.replicas:
+        for n, record in enumerate(replica.sweeps):
+            where = f"{replica.name} sweep {n}"
+            counts = dict(Counter(record.outcomes.values()))
+            if record.reconciled != counts:
+                found.append(Violation("sweep outcomes counted", f"{where}: reconciled {record.reconciled}, {counts}"))
+            acted = bool(record.outcomes) or record.runs_read == 0
+            if record.outcomes and len(record.outcomes) != record.runs_read:
+                found.append(
+                    Violation("a sweep judges every run read", f"{where}: {len(record.outcomes)} of {record.runs_read}")
+                )
+            if record.sweeps not in ((0, 1) if record.runs_read == 0 else (1,) if acted else (0,)):
+                found.append(Violation("sweeps counted", f"{where}: sweeps +{record.sweeps}, {record.runs_read} read"))
     return found
 
 

@@ -142,6 +142,7 @@ class PrefectView:
         self._prefect = prefect
         self._life = life
         self.tally = tally  # what the replica asked and was answered (shared by its views)
+        self.runs_read = 0  # runs handed to the sweep, over its life
 
     async def send(self, events: Sequence[EncodedEvent]) -> dict[UUID, str]:
         return await self._prefect.send(self._life, events)
@@ -165,7 +166,12 @@ class PrefectView:
     def to_reconcile(
         self, final_since: datetime | None, final_types: Collection[str]
     ) -> AsyncIterator[list[RunToReconcile]]:
-        return self._prefect.to_reconcile(self._life, final_since, final_types)
+        return self._counted(self._prefect.to_reconcile(self._life, final_since, final_types))
+
+    async def _counted(self, pages: AsyncIterator[list[RunToReconcile]]) -> AsyncIterator[list[RunToReconcile]]:
+        async for page in pages:
+            self.runs_read += len(page)  # what the sweep read, for the invariant on its outcomes
+            yield page
 
     async def reschedules(self, run_id: UUID) -> int:
         return await self._prefect.reschedules(self._life, run_id)

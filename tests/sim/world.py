@@ -48,6 +48,17 @@ class Replica:
     sweeper: Sweeper | None = None
     tally: Counter[str] = field(default_factory=Counter)  # what its ports were asked and answered
     queue: QueueView | None = None
+    sweeps: list[SweepRecord] = field(default_factory=list)  # each sweep() that returned, as its ports saw it
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One sweep that returned: the runs it read, its outcomes, and what it added to the stats."""
+
+    runs_read: int
+    outcomes: dict[UUID, str]
+    reconciled: dict[str, int]
+    sweeps: int
 
 
 @dataclass(eq=False)
@@ -149,6 +160,8 @@ class World:
             scope = Scope.of(ACCOUNT, [CLUSTER_ARN])
             sweeper = Sweeper(observer, prefect, ecs, store, stats, config, scope, ecs)
         replica = Replica(name, life, observer, stats, sweeper, tally, queue)
+        if sweeper is not None:
+            _record_sweeps(replica, sweeper, prefect, stats)
         self.replicas.append(replica)
         return replica
 
@@ -174,3 +187,23 @@ class World:
             if self.scenario.sweeps and task.statuses[-1] == "STOPPED":  # the sweep's STOPPED of a lost one
                 ids.setdefault((task.arn, last), set()).add(sweep_event_id(task.arn, last))
         return ids
+
+
+def _record_sweeps(replica: Replica, sweeper: Sweeper, prefect: PrefectView, stats: Stats) -> None:
+    """Each sweep's outcomes and its stats, recorded for `invariants._sweeps` (the loop calls `self.sweep()`)."""
+    sweep = sweeper.sweep
+
+    async def recorded() -> dict[UUID, str]:
+        read, reconciled, sweeps = prefect.runs_read, Counter(stats.reconciled), stats.sweeps
+        outcomes = await sweep()
+        added = Counter(stats.reconciled)
+        added.subtract(reconciled)
+        record = SweepRecord(prefect.runs_read - read, dict(outcomes), _nonzero(added), stats.sweeps - sweeps)
+        replica.sweeps.append(record)
+        return outcomes
+
+    sweeper.sweep = recorded  # type: ignore[method-assign]
+
+
+def _nonzero(counts: Counter[str]) -> dict[str, int]:
+    return {key: n for key, n in counts.items() if n}
