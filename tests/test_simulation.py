@@ -370,3 +370,26 @@ def test_health_that_stays_healthy_while_sqs_is_down_is_caught(monkeypatch: pyte
     monkeypatch.setattr(Intake, "health", always_healthy)
     outcome = simulate(11)
     assert "health true" in {v.invariant for v in outcome.violations}
+
+
+def test_a_sweep_that_miscounts_its_outcomes_or_itself_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reconciled` and `sweeps` are how an operator sees the sweep work: each sweep's outcomes add up to the
+    runs it read, each counted once, and the sweep counts itself once."""
+    act, sweep = Sweeper._act, Sweeper.sweep
+
+    async def counted_twice(self: Sweeper, *args: Any) -> str:
+        outcome = await act(self, *args)
+        self._stats.reconciled[outcome] += 1
+        return outcome
+
+    monkeypatch.setattr(Sweeper, "_act", counted_twice)
+    assert "sweep outcomes counted" in {v.invariant for v in simulate(45).violations}
+    monkeypatch.setattr(Sweeper, "_act", act)
+
+    async def itself_twice(self: Sweeper) -> dict[UUID, str]:
+        outcomes = await sweep(self)
+        self._stats.sweeps += 1
+        return outcomes
+
+    monkeypatch.setattr(Sweeper, "sweep", itself_twice)
+    assert "sweeps counted" in {v.invariant for v in simulate(45).violations}
