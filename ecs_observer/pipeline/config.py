@@ -132,6 +132,11 @@ class ObserverConfig:
     def sweep_rules(self) -> SweepRules:
         return SweepRules(self.sweep_grace, self.stop_cancelled, self.stop_orphans, self.start_timeout)
 
+    def silence_limit(self) -> float:
+        """How long without an SQS success before /healthz turns 503: three long polls, or a visibility
+        timeout, and a margin (so a slow receive or a long extension is not an outage)."""
+        return self.sqs_silence_limit or max(3 * self.wait_time_seconds, self.visibility_timeout) + 30
+
     def sweeps(self) -> bool:
         """The sweep runs with an interval and with flow-run states on (it keeps runs true to their tasks)."""
         return self.sweep_interval > 0 and self.flow_run_states

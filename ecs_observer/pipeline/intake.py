@@ -94,10 +94,7 @@ class Intake:
         so an outage of the Prefect API, with receiving paused at the bound, is not a reason to restart."""
         alive = sum(not task.done() for task in self._loops)
         since = time.monotonic() - self._stats.last_sqs_success
-        limit = (
-            self._config.sqs_silence_limit
-            or max(3 * self._config.wait_time_seconds, self._config.visibility_timeout) + 30
-        )
+        limit = self._config.silence_limit()
         details: dict[str, Any] = {
             "receive_loops_alive": alive,
             "seconds_since_sqs_success": round(since, 1),

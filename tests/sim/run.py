@@ -194,8 +194,7 @@ async def _drive(world: World) -> None:
 def _check_health(world: World) -> None:
     """`/healthz` of each live replica tells the truth: unhealthy exactly when SQS has not answered it for
     longer than the silence limit (README: ECS then replaces the task), with its receive loops running."""
-    config, now = world.scenario.config, asyncio.get_running_loop().time()
-    limit = config.sqs_silence_limit or max(3 * config.wait_time_seconds, config.visibility_timeout) + 30
+    limit, now = world.scenario.config.silence_limit(), asyncio.get_running_loop().time()
     for replica in world.replicas:
         if not replica.life.alive or replica.queue is None or replica.observer.stopping.is_set():
             continue
