@@ -446,3 +446,26 @@ def test_version_and_each_commands_help_lists_only_the_settings_it_uses() -> Non
     run_help = " ".join(cli("run", "--help").stdout.split())
     assert "[ECS_OBSERVER_RECEIVERS; default 4]" in run_help
     assert "[ECS_OBSERVER_FLOW_RUN_STATES; default true]" in run_help
+
+
+def test_each_setting_refuses_a_value_past_its_bounds_naming_itself() -> None:
+    """The bounds are declared once, in the pipeline (`setting(..., ge=, le=, min_length=, max_length=)`);
+    each one reaches the operator: the bound itself is taken, one step past it is one line naming the setting."""
+    from ecs_observer.app.settings import ConfigError, env_name, load_settings
+    from ecs_observer.pipeline.config import ObserverConfig, settings_of
+
+    checked = 0
+    for f in settings_of(ObserverConfig):
+        for bound, limit in f.metadata["bounds"].items():
+            step = 1 if f.type in (int, "int") else 0.5
+            at, past = {
+                "ge": (limit, limit - step),
+                "le": (limit, limit + step),
+                "min_length": ("x" * limit, "x" * (limit - 1)),
+                "max_length": ("x" * limit, "x" * (limit + 1)),
+            }[bound]
+            assert getattr(load_settings(**{f.name: str(at)}), f.name) == at, (f.name, bound)
+            with pytest.raises(ConfigError, match=env_name(f.name)):
+                load_settings(**{f.name: str(past)})
+            checked += 1
+    assert checked >= 30  # every bounded setting, each of its bounds
