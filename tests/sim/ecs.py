@@ -90,6 +90,8 @@ class SimEcs:
         found: dict[str, TaskView | DescribeFailure | None] = {}
         for arn in task_arns:
             task = self.tasks.get(arn)
+            if task is not None and not _where(task, region, cluster):
+                task = None  # ECS answers a task of another region or cluster as MISSING
             if task is None or task.gone or now < task.started + self._faults.plan.ecs_missing_for:
                 if task is not None and not task.gone:
                     self._faults.exercised["ecs: MISSING right after RunTask"] += 1
@@ -102,11 +104,13 @@ class SimEcs:
         await life.check()
         return found
 
-    async def stop(self, life: Life, task_arn: str, reason: str) -> None:
+    async def stop(self, life: Life, region: str, cluster: str, task_arn: str, reason: str) -> None:
         await life.pause(self._faults.latency(0.05))
         if self._faults.happens("ecs: StopTask throttled", self._faults.plan.ecs_error):
             raise SimError("ThrottlingException")
         task = self.tasks.get(task_arn)
+        if task is not None and not _where(task, region, cluster):
+            raise SimError("InvalidParameterException: The referenced task was not found.")
         if task is not None:
             task.stops.append(reason)
         await life.check()
@@ -148,7 +152,7 @@ class EcsView:
         return found
 
     async def stop(self, region: str, cluster: str, task_arn: str, reason: str) -> None:
-        await self._ecs.stop(self._life, task_arn, reason)
+        await self._ecs.stop(self._life, region, cluster, task_arn, reason)
         self.tally["tasks_stopped"] += 1
 
     async def log_source(self, arn: str, container: str) -> LogSource | None:
@@ -160,3 +164,9 @@ class EcsView:
 
     async def tail(self, source: LogSource, task_id: str, lines: int) -> list[tuple[datetime, str]] | None:
         return await self._ecs.tail(self._life, source, task_id, lines)
+
+
+def _where(task: EcsTask, region: str, cluster: str | None) -> bool:
+    """Whether a call to `region` and `cluster` (its ARN, its name, or None: the default cluster) reaches the task."""
+    name = task.cluster_arn.rsplit("/", 1)[-1]
+    return region == task.region and (cluster or "default") in (task.cluster_arn, name)
