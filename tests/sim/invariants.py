@@ -309,12 +309,12 @@ def _sweeps(world: World) -> list[Violation]:
             counts = dict(Counter(record.outcomes.values()))
             if record.reconciled != counts:
                 found.append(Violation("sweep outcomes counted", f"{where}: reconciled {record.reconciled}, {counts}"))
-            acted = bool(record.outcomes) or record.runs_read == 0
             if record.outcomes and len(record.outcomes) != record.runs_read:
                 found.append(
                     Violation("a sweep judges every run read", f"{where}: {len(record.outcomes)} of {record.runs_read}")
                 )
-            if record.sweeps not in ((0, 1) if record.runs_read == 0 else (1,) if acted else (0,)):
+            # Nothing read: acted or lapsed, one cannot tell. Runs read: it acted exactly when it gave outcomes.
+            if record.sweeps not in ((0, 1) if record.runs_read == 0 else (1,) if record.outcomes else (0,)):
                 found.append(Violation("sweeps counted", f"{where}: sweeps +{record.sweeps}, {record.runs_read} read"))
     return found
 
