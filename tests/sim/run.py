@@ -21,6 +21,7 @@ from ecs_observer.core.task_view import sweep_event_id
 from .clock import EPOCH, Deadlock, VirtualClock, VirtualLoop, reading
 from .faults import SimError
 from .invariants import at_end, awaiting_repair, on_delete
+from .logs import LogContract
 from .scenario import Scenario, draw
 from .world import Replica, Violation, World
 
@@ -115,11 +116,18 @@ def describe(scenario: Scenario) -> str:
 class _LogWatch(logging.Handler):
     """Formats every record the observer logs, as a real handler would, then drops it (the warnings are the
     faults working, counted instead): a record that cannot be formatted, or a traceback (a failure the
-    pipeline did not expect; the generic handler that keeps its message logs it), is a violation."""
+    pipeline did not expect; the generic handler that keeps its message logs it), is a violation; so is a
+    line that is not as docs/logs.md gives it (tests/sim/logs.py)."""
 
     def __init__(self, world: World) -> None:
         super().__init__(logging.DEBUG)
         self._world = world
+        tasks = world.scenario.tasks
+        runs = {t.run_id for t in tasks if t.run_id is not None} | set(world.prefect.runs)
+        arns = {t.arn for t in tasks} | {d.task_arn for d in world.scenario.deliveries if d.task_arn}
+        self._contract = LogContract(
+            runs, arns | {arn.rsplit("/", 1)[-1] for arn in arns}, {d.message_id for d in world.scenario.deliveries}
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -127,6 +135,8 @@ class _LogWatch(logging.Handler):
         except Exception as exc:  # what logging would print as "--- Logging error ---"
             self._world.violate("every log line formats", f"{record.pathname}:{record.lineno}: {exc!r}")
             return
+        for wrong in self._contract.check(record):
+            self._world.violate("every log line is as docs/logs.md gives it", wrong)
         error = record.exc_info[1] if record.exc_info is not None else None
         if error is not None and not isinstance(error, SimError):  # a fault's own error is expected
             self._world.violate("nothing fails unexpectedly", f"{text}: {error!r}")
