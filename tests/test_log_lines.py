@@ -29,9 +29,9 @@ def _logged(monkeypatch: pytest.MonkeyPatch, seed: int, tweak: Callable[[World],
     seen: Counter[str] = Counter()
     check = LogContract.check
 
-    def counted(self: LogContract, record: logging.LogRecord) -> list[str]:
+    def counted(self: LogContract, record: logging.LogRecord, who: str = "") -> list[str]:
         seen[str(record.msg)] += 1
-        return check(self, record)
+        return check(self, record, who)
 
     monkeypatch.setattr(LogContract, "check", counted)
     wrong = [v.detail for v in simulate(seed, tweak=tweak).violations if v.invariant == INVARIANT]

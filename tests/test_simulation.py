@@ -447,3 +447,53 @@ def test_a_proposal_logged_at_the_wrong_level_is_caught(monkeypatch: pytest.Monk
     monkeypatch.setattr(effects.log, "log", lambda level, msg, *args: at(logging.INFO, msg, *args))
     found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
     assert any("logged at INFO; docs/logs.md gives DEBUG" in d for d in found), found[:3]
+
+
+def test_a_rejection_logged_as_a_warning_every_time_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected message is a warning once per observer, then DEBUG on each return (docs/logs.md: `WARNING,
+    then DEBUG`), so that a dead-letter alarm's log query counts messages, not receives. Seed 86 rejects a
+    message twice on one replica; an observer that forgets what it logged fails."""
+    from ecs_observer.pipeline.observer import Observer
+
+    reject = Observer._reject
+
+    def forgetful(self: Observer, *args: Any) -> None:
+        self._logged_rejections.clear()
+        reject(self, *args)
+
+    assert simulate(86).ok
+    monkeypatch.setattr(Observer, "_reject", forgetful)
+    found = [v.detail for v in simulate(86).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert any("logged again for" in d and "at WARNING, not DEBUG" in d for d in found), found[:3]
+
+
+def test_an_unexpected_error_a_warning_names_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning that names an error (`...: %s`) tells of a failure as a traceback would: one the world did not
+    inject fails the run. Here the sweep's proposal logged with no level: logging raises TypeError, which the
+    sweep's per-run safety net words as `... failed: level must be an integer`."""
+    from ecs_observer.pipeline import effects
+
+    at = effects.log.log
+
+    def no_level(level: int, msg: str, *args: object) -> None:
+        at(None if msg.endswith("(task %s is gone): %s") else level, msg, *args)  # type: ignore[arg-type]
+
+    assert simulate(89).ok
+    monkeypatch.setattr(effects.log, "log", no_level)
+    found = [v.detail for v in simulate(89).violations if v.invariant == "nothing fails unexpectedly"]
+    assert any("TypeError('level must be an integer')" in d for d in found), found[:3]
+
+
+def test_a_sweep_line_whose_outcomes_do_not_add_up_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sweep: N run(s) held against their tasks: 2 repaired, 1 skipped:...`: an operator reads the outcomes
+    as adding up to N (`none` for 0). A line that says `none` whatever the sweep did fails."""
+    from ecs_observer.pipeline import sweep
+
+    info = sweep.log.info
+
+    def none_always(msg: str, *args: object) -> None:
+        info(msg, *((args[0], "none") if msg.startswith("sweep: %d run(s)") else args))
+
+    monkeypatch.setattr(sweep.log, "info", none_always)
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert any("do not add up" in d for d in found), found[:3]

@@ -35,6 +35,17 @@ _DEFINITION_ARN = re.compile(r"^arn:aws:ecs:[\w-]+:\d{12}:task-definition/[\w-]+
 _RUN = re.compile(r"^(?:.+ \()?([0-9a-f-]{36})\)?$")  # `<uuid>` or `<name> (<uuid>)`
 
 
+_SWEEP = "sweep: %d run(s) held against their tasks: %s"
+
+
+def _sweep_adds_up(runs: object, summary: object) -> list[str]:
+    """The sweep's line, as its reader sums it: its outcomes' counts add up to the runs it read (`none`: 0)."""
+    counts = [] if summary == "none" else [part.split(" ", 1)[0] for part in str(summary).split(", ")]
+    if not all(count.isdigit() for count in counts) or sum(map(int, counts)) != runs:
+        return [f"{_SWEEP!r}: {runs!r} run(s), but the outcomes {summary!r} do not add up to them"]
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One documented line: the levels it may take and, for a conditional level, its rule."""
@@ -107,10 +118,11 @@ class LogContract:
     runs: Collection[UUID]
     tasks: Collection[str]  # ARNs and ids
     messages: Collection[str]
-    _first: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    _first: dict[tuple[str, str, str], str] = field(default_factory=dict)  # `A, then B`: what was logged
 
-    def check(self, record: logging.LogRecord) -> list[str]:
-        """What is wrong with the record, each naming the line and the value."""
+    def check(self, record: logging.LogRecord, who: str = "") -> list[str]:
+        """What is wrong with the record, each naming the line and the value. `who`: the process that logged
+        it (a line logged once per message is once per process: another one has its own memory)."""
         if not record.name.startswith("ecs_observer"):
             return []
         where = f"{record.pathname.rsplit('/', 1)[-1]}:{record.lineno} ({record.name}, {record.msg!r})"
@@ -120,7 +132,7 @@ class LogContract:
         args: tuple[Any, ...] = (
             record.args if isinstance(record.args, tuple) else ((record.args,) if record.args else ())
         )
-        wrong = self._level(line, record, args)
+        wrong = self._level(line, record, args, who)
         kinds = placeholders(line.template)
         if len(args) != len(kinds):
             return [*wrong, f"{where}: {len(args)} value(s) for {len(kinds)} placeholder(s)"]
@@ -130,7 +142,7 @@ class LogContract:
                 wrong.append(f"{where}: value {place} ({spec}, {kind}) is {value!r}: {why}")
         return wrong
 
-    def _level(self, line: Line, record: logging.LogRecord, args: tuple[Any, ...]) -> list[str]:
+    def _level(self, line: Line, record: logging.LogRecord, args: tuple[Any, ...], who: str) -> list[str]:
         level = record.levelname
         if level not in line.levels:
             return [f"{record.msg!r} logged at {level}; docs/logs.md gives {' or '.join(sorted(line.levels))}"]
@@ -139,9 +151,14 @@ class LogContract:
             if level != expected:
                 return [f"{record.msg!r} with {args!r} logged at {level}; docs/logs.md gives {expected}"]
         if line.first_then is not None and args:
-            first = self._first.setdefault((line.logger, line.template, str(args[0])), level)
-            if first != line.first_then[0]:
-                return [f"{record.msg!r} first logged for {args[0]!r} at {first}, not {line.first_then[0]}"]
+            key = (who, line.template, str(args[0]))
+            expected = line.first_then[1] if key in self._first else line.first_then[0]
+            self._first[key] = level
+            if level != expected:
+                again = "again" if expected == line.first_then[1] else "the first time"
+                return [f"{record.msg!r} logged {again} for {args[0]!r} by {who or '?'} at {level}, not {expected}"]
+        if record.msg == _SWEEP and len(args) == 2:
+            return _sweep_adds_up(*args)
         return []
 
     def _value(self, kind: str, value: object) -> str | None:

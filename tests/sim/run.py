@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import random
@@ -27,6 +28,7 @@ from .world import Replica, Violation, World
 
 __all__ = ["LIMIT", "Outcome", "replay_command", "simulate"]
 
+_REPLICA: contextvars.ContextVar[str] = contextvars.ContextVar("replica", default="")
 LIMIT = 4 * 3600.0  # virtual seconds a run may take before what is left counts as stuck
 _TICK = 1.0
 
@@ -135,8 +137,11 @@ class _LogWatch(logging.Handler):
         except Exception as exc:  # what logging would print as "--- Logging error ---"
             self._world.violate("every log line formats", f"{record.pathname}:{record.lineno}: {exc!r}")
             return
-        for wrong in self._contract.check(record):
+        for wrong in self._contract.check(record, _REPLICA.get()):
             self._world.violate("every log line is as docs/logs.md gives it", wrong)
+        for value in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(value, BaseException) and not isinstance(value, SimError):  # as a traceback would
+                self._world.violate("nothing fails unexpectedly", f"{text}: {value!r}")
         error = record.exc_info[1] if record.exc_info is not None else None
         if error is not None and not isinstance(error, SimError):  # a fault's own error is expected
             self._world.violate("nothing fails unexpectedly", f"{text}: {error!r}")
@@ -220,6 +225,7 @@ def _check_health(world: World) -> None:
 
 async def _run(replica: Replica) -> None:
     """The replica's receive loops, and its sweep beside them (as app/service.py runs them)."""
+    _REPLICA.set(replica.name)  # its tasks' log records say whose they are
     if replica.sweeper is None:
         await replica.observer.run()
         return
