@@ -31,7 +31,7 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutation"
-LINKED = ("ecs_observer", "tests")
+LINKED = ("ecs_observer", "tests", "README.md", "docs")  # the last two: read by tests (settings, logs)
 
 # Run inside a scope's directory: every mutant's status (as `mutmut results --all true` names it), and the
 # diff of each one not killed. In a process of its own because mutmut reads its settings once, from the cwd.

@@ -393,3 +393,107 @@ def test_a_sweep_that_miscounts_its_outcomes_or_itself_is_caught(monkeypatch: py
 
     monkeypatch.setattr(Sweeper, "sweep", itself_twice)
     assert "sweeps counted" in {v.invariant for v in simulate(45).violations}
+
+
+def test_a_log_line_reworded_or_given_a_wrong_value_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/logs.md is the contract operators' metric filters rely on: every record of an `ecs_observer`
+    logger is one of its templates under its logger, at its level, each value what its place names (after
+    `flow run`, the id of a run the world knows; after `task`, a task's ARN or id; never None). A sweep's
+    summary reworded, a proposal's task logged as None, and an unknown run each fail, naming line and value."""
+    from ecs_observer.pipeline import effects, sweep
+
+    assert simulate(45).ok
+    info = sweep.log.info
+    reworded = "sweep: %d run(s) held against the tasks: %s"
+    monkeypatch.setattr(
+        sweep.log, "info", lambda msg, *args: info(reworded if msg.startswith("sweep: %d run(s)") else msg, *args)
+    )
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert found
+    assert all("not in docs/logs.md under `ecs_observer.sweep`" in d and reworded in d for d in found), found[:3]
+    monkeypatch.setattr(sweep.log, "info", info)
+
+    at = effects.log.log
+
+    def task_none(level: int, msg: str, *args: object) -> None:
+        if msg == "flow run %s: %s proposed (task %s): %s":
+            args = (*args[:2], None, *args[3:])
+        at(level, msg, *args)
+
+    monkeypatch.setattr(effects.log, "log", task_none)
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert found
+    assert all("value 3 (%s, task) is None" in d for d in found), found[:3]
+
+    def unknown_run(level: int, msg: str, *args: object) -> None:
+        if msg == "flow run %s: %s proposed (task %s): %s":
+            args = ("run (00000000-0000-4000-8000-000000000000)", *args[1:])
+        at(level, msg, *args)
+
+    monkeypatch.setattr(effects.log, "log", unknown_run)
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert found
+    assert all("value 1 (%s, flow run)" in d and "no run the world knows" in d for d in found), found[:3]
+
+
+def test_a_proposal_logged_at_the_wrong_level_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An accepted proposal is INFO and any other answer DEBUG (docs/logs.md: `INFO if ACCEPT, else DEBUG`):
+    an operator's count of accepted Crashed states reads the INFO lines. Every answer at INFO fails."""
+    import logging
+
+    from ecs_observer.pipeline import effects
+
+    at = effects.log.log
+    monkeypatch.setattr(effects.log, "log", lambda level, msg, *args: at(logging.INFO, msg, *args))
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert any("logged at INFO; docs/logs.md gives DEBUG" in d for d in found), found[:3]
+
+
+def test_a_rejection_logged_as_a_warning_every_time_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rejected message is a warning once per observer, then DEBUG on each return (docs/logs.md: `WARNING,
+    then DEBUG`), so that a dead-letter alarm's log query counts messages, not receives. Seed 86 rejects a
+    message twice on one replica; an observer that forgets what it logged fails."""
+    from ecs_observer.pipeline.observer import Observer
+
+    reject = Observer._reject
+
+    def forgetful(self: Observer, *args: Any) -> None:
+        self._logged_rejections.clear()
+        reject(self, *args)
+
+    assert simulate(86).ok
+    monkeypatch.setattr(Observer, "_reject", forgetful)
+    found = [v.detail for v in simulate(86).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert any("logged again for" in d and "at WARNING, not DEBUG" in d for d in found), found[:3]
+
+
+def test_an_unexpected_error_a_warning_names_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning that names an error (`...: %s`) tells of a failure as a traceback would: one the world did not
+    inject fails the run. Here the sweep's proposal logged with no level: logging raises TypeError, which the
+    sweep's per-run safety net words as `... failed: level must be an integer`."""
+    from ecs_observer.pipeline import effects
+
+    at = effects.log.log
+
+    def no_level(level: int, msg: str, *args: object) -> None:
+        at(None if msg.endswith("(task %s is gone): %s") else level, msg, *args)  # type: ignore[arg-type]
+
+    assert simulate(89).ok
+    monkeypatch.setattr(effects.log, "log", no_level)
+    found = [v.detail for v in simulate(89).violations if v.invariant == "nothing fails unexpectedly"]
+    assert any("TypeError('level must be an integer')" in d for d in found), found[:3]
+
+
+def test_a_sweep_line_whose_outcomes_do_not_add_up_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sweep: N run(s) held against their tasks: 2 repaired, 1 skipped:...`: an operator reads the outcomes
+    as adding up to N (`none` for 0). A line that says `none` whatever the sweep did fails."""
+    from ecs_observer.pipeline import sweep
+
+    info = sweep.log.info
+
+    def none_always(msg: str, *args: object) -> None:
+        info(msg, *((args[0], "none") if msg.startswith("sweep: %d run(s)") else args))
+
+    monkeypatch.setattr(sweep.log, "info", none_always)
+    found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
+    assert any("do not add up" in d for d in found), found[:3]

@@ -228,7 +228,9 @@ class Effects:
                 return None
             lines = await container_logs.tail(source, change.task_id, effect.lines)
             if lines is None:
-                log.debug("no log stream %s in %s for task %s", source.stream(change.task_id), source.group, arn)
+                log.debug(
+                    "no log stream %s in %s for task %s", source.stream(change.task_id), source.group, change.task_arn
+                )
             return lines
 
         async def post() -> None:

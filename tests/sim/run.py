@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import random
@@ -21,11 +22,13 @@ from ecs_observer.core.task_view import sweep_event_id
 from .clock import EPOCH, Deadlock, VirtualClock, VirtualLoop, reading
 from .faults import SimError
 from .invariants import at_end, awaiting_repair, on_delete
+from .logs import LogContract
 from .scenario import Scenario, draw
 from .world import Replica, Violation, World
 
 __all__ = ["LIMIT", "Outcome", "replay_command", "simulate"]
 
+_REPLICA: contextvars.ContextVar[str] = contextvars.ContextVar("replica", default="")
 LIMIT = 4 * 3600.0  # virtual seconds a run may take before what is left counts as stuck
 _TICK = 1.0
 
@@ -115,11 +118,18 @@ def describe(scenario: Scenario) -> str:
 class _LogWatch(logging.Handler):
     """Formats every record the observer logs, as a real handler would, then drops it (the warnings are the
     faults working, counted instead): a record that cannot be formatted, or a traceback (a failure the
-    pipeline did not expect; the generic handler that keeps its message logs it), is a violation."""
+    pipeline did not expect; the generic handler that keeps its message logs it), is a violation; so is a
+    line that is not as docs/logs.md gives it (tests/sim/logs.py)."""
 
     def __init__(self, world: World) -> None:
         super().__init__(logging.DEBUG)
         self._world = world
+        tasks = world.scenario.tasks
+        runs = {t.run_id for t in tasks if t.run_id is not None} | set(world.prefect.runs)
+        arns = {t.arn for t in tasks} | {d.task_arn for d in world.scenario.deliveries if d.task_arn}
+        self._contract = LogContract(
+            runs, arns | {arn.rsplit("/", 1)[-1] for arn in arns}, {d.message_id for d in world.scenario.deliveries}
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -127,6 +137,11 @@ class _LogWatch(logging.Handler):
         except Exception as exc:  # what logging would print as "--- Logging error ---"
             self._world.violate("every log line formats", f"{record.pathname}:{record.lineno}: {exc!r}")
             return
+        for wrong in self._contract.check(record, _REPLICA.get()):
+            self._world.violate("every log line is as docs/logs.md gives it", wrong)
+        for value in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(value, BaseException) and not isinstance(value, SimError):  # as a traceback would
+                self._world.violate("nothing fails unexpectedly", f"{text}: {value!r}")
         error = record.exc_info[1] if record.exc_info is not None else None
         if error is not None and not isinstance(error, SimError):  # a fault's own error is expected
             self._world.violate("nothing fails unexpectedly", f"{text}: {error!r}")
@@ -210,6 +225,7 @@ def _check_health(world: World) -> None:
 
 async def _run(replica: Replica) -> None:
     """The replica's receive loops, and its sweep beside them (as app/service.py runs them)."""
+    _REPLICA.set(replica.name)  # its tasks' log records say whose they are
     if replica.sweeper is None:
         await replica.observer.run()
         return
