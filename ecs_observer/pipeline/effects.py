@@ -79,6 +79,9 @@ class Effects:
         # (run, task) pairs whose InfrastructurePending is answered: the task's next placing change reads nothing.
         self._placed: LRUCache[tuple[UUID, str], bool] = LRUCache(maxsize=10_000)
         self._tails: dict[str, asyncio.Task[None]] = {}  # per task: its latest effects, which later ones await
+        # All that run: an earlier one a later one awaits is shielded from its cancellation, so `close`
+        # cancels each (seeds 221, 237: a deployed replica's proposals went on after its run returned).
+        self._running: set[asyncio.Task[None]] = set()
 
     def schedule(self, forward: Forward) -> asyncio.Task[None] | None:
         """Start the effects, after those of the task's earlier decisions. Called without awaiting
@@ -88,6 +91,8 @@ class Effects:
         arn = forward.change.task_arn
         task = asyncio.create_task(self._after(self._tails.get(arn), forward))
         self._tails[arn] = task
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
         task.add_done_callback(lambda done: self._tails.pop(arn) if self._tails.get(arn) is done else None)
         return task
 
@@ -283,9 +288,10 @@ class Effects:
         return [found.get(run_id) for run_id in run_ids]
 
     async def close(self) -> None:
-        for task in list(self._tails.values()):
+        running = list(self._running)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         await self._reads.close()
 
 
