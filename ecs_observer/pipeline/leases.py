@@ -108,10 +108,6 @@ class Leases:
             due = [m for m, deadline in self._deadlines.values() if deadline - now < self._visibility / 2]
             await self._set_visibility(due, self._visibility)
 
-    async def hand_back(self, messages: Sequence[Message]) -> None:
-        """Make messages that will not be processed visible again at once."""
-        await self._set_visibility(messages, 0)
-
     async def return_unfinished(self) -> int:
         """Make the messages still held visible at once, for the next observer to take."""
         unfinished = [m for m, _ in self._deadlines.values()]

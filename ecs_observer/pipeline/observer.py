@@ -109,7 +109,7 @@ class Observer:
         finally:
             why = self._intake.why or "cancelled"
             log.info("stopping (%s): no new messages; finishing %d in flight", why, len(self._handlers))
-            await asyncio.gather(self._intake.end(), self._drain())
+            await self._drain()
             returned = await self._leases.return_unfinished()
             if returned:
                 log.warning("%d message(s) unfinished at shutdown were returned to the queue", returned)
@@ -125,11 +125,22 @@ class Observer:
         return not reasons, details
 
     async def _drain(self) -> None:
-        if self._handlers:
-            _, pending = await asyncio.wait(set(self._handlers), timeout=self._config.drain_timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Within the drain timeout: the long polls under way end, and the messages in flight (with those
+        the polls bring) are finished; what is left is cancelled, and its messages handed back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.drain_timeout
+        ending = asyncio.ensure_future(self._intake.end())  # within the drain timeout too
+        while self._handlers or not ending.done():
+            waiting: set[asyncio.Future[None]] = {*self._handlers, *(() if ending.done() else (ending,))}
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        await ending
+        pending = list(self._handlers)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._policy.close()
         await self._tags.close()
         await self._watch.close()
