@@ -497,3 +497,46 @@ def test_a_sweep_line_whose_outcomes_do_not_add_up_is_caught(monkeypatch: pytest
     monkeypatch.setattr(sweep.log, "info", none_always)
     found = [v.detail for v in simulate(45).violations if v.invariant == "every log line is as docs/logs.md gives it"]
     assert any("do not add up" in d for d in found), found[:3]
+
+
+def test_seed_392_a_message_that_arrives_while_replicas_stop_is_handled_not_bounced_to_the_dead_letter_queue() -> None:
+    """Two replicas stopped by deploys, each with long polls under way: a message that arrived took one
+    poll after another, each handing it back at once (a receive counted each time), until the redrive
+    policy dead-lettered it. A poll under way at the stop now has its messages handled within the drain."""
+    _check(392)
+
+
+@pytest.mark.parametrize("seed", [221, 237])
+def test_a_deployed_replicas_effects_end_when_its_run_returns(seed: int) -> None:
+    """A task's earlier effects, awaited by its later ones through a shield, went on after `close`
+    cancelled only the latest: a stopped replica proposed states after its run had returned (the
+    process would have exited mid-call)."""
+    _check(seed)
+
+
+def test_a_deploy_that_returns_nothing_to_the_queue_or_works_on_after_its_run_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica a deploy stops makes visible at once what it could not finish, and calls nothing after its
+    run returned: a shutdown that kept the messages hidden (until their visibility timeout), and the
+    effects' close of before this check, each fail."""
+    from ecs_observer.pipeline.effects import Effects
+    from ecs_observer.pipeline.leases import Leases
+
+    async def keep_hidden(self: Leases) -> int:
+        self._deadlines.clear()
+        return 0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Leases, "return_unfinished", keep_hidden)
+        assert "a stopped replica hands back what it held" in {v.invariant for v in simulate(237).violations}
+
+    async def latest_only(self: Effects) -> None:
+        tails = list(self._tails.values())
+        for task in tails:
+            task.cancel()
+        await asyncio.gather(*tails, return_exceptions=True)
+        await self._reads.close()
+
+    monkeypatch.setattr(Effects, "close", latest_only)
+    assert "a stopped replica calls nothing more" in {v.invariant for v in simulate(221).violations}

@@ -33,6 +33,9 @@ class FaultPlan:
     refused: float = 0.0  # chance an event is invalid for Prefect: refused with 422, always
     kills: tuple[float, ...] = ()  # when a replica is killed (and restarted `restart_after` later)
     restart_after: float = 5.0
+    # When a replica is stopped gracefully (SIGTERM, as each deploy does) and which one (a fraction of the
+    # live ones); its replacement starts at once, as ECS starts a new task before the old one stops.
+    stops: tuple[tuple[float, float], ...] = ()
 
     @staticmethod
     def draw(rng: random.Random, replicas: int) -> FaultPlan:

@@ -241,7 +241,7 @@ def _events(world: World, scenario: Scenario) -> list[Violation]:
         if task.run_id is None:
             continue
         count = per_version.get(key, 0)
-        if count > 1 and not (scenario.faults.kills and not scenario.shared):  # memory lost in the crash
+        if count > 1 and not (scenario.restarts and not scenario.shared):  # memory lost with the process
             found.append(Violation("each change once", f"task {task.task_id[:8]} v{key[1]}: {count} events"))
         elif count == 0 and not values & scenario.invalid_events and not _worn_out(world, key):
             if key[1] == len(task.statuses) and _lost_for_good(task):
@@ -321,7 +321,7 @@ def _sweeps(world: World) -> list[Violation]:
 
 def _runs(world: World, scenario: Scenario) -> list[Violation]:
     found = []
-    killed = bool(scenario.faults.kills)
+    killed = bool(scenario.faults.kills) or (bool(scenario.faults.stops) and not scenario.shared)  # memory lost
     for task in scenario.tasks:
         if task.run_id is None or not task.run_known:
             continue
@@ -365,7 +365,7 @@ def _runs(world: World, scenario: Scenario) -> list[Violation]:
             found.append(Violation("crash logs posted", f"{what}: none, though its definition logs to CloudWatch"))
         # Best effort: at most once, and only when called for; without the state table a replica's claims die
         # with it, so each kill may post them once more (docs/reliability.md, "What is not promised").
-        most = 1 + (0 if scenario.shared else len(scenario.faults.kills))
+        most = 1 + (0 if scenario.shared else scenario.restarts)
         if posts > most or (posts and not expected_posts and task.stop != "capacity"):
             found.append(Violation("crash logs once per task", f"{what}: {posts} posts, expected {expected_posts}"))
     deregistered = Counter(world.ecs.deregistered)

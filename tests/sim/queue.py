@@ -35,6 +35,7 @@ class Stored:
     deleted_at: float | None = None
     dead: bool = False  # moved to the dead-letter queue
     handles: list[str] = field(default_factory=list)
+    hidden_by: str | None = None  # the replica whose receive or visibility change last hid it
 
 
 _DUE = 1e-3
@@ -105,6 +106,7 @@ class SimQueue:
                 continue
             if stored.visible_at <= now:
                 stored.visible_at = now + visibility
+                stored.hidden_by = life.name
             handle = f"{stored.message_id}#{stored.receives}"
             stored.handles.append(handle)
             answer.append(Message(stored.message_id, handle, stored.body, stored.receives))
@@ -143,6 +145,7 @@ class SimQueue:
                 failed[message.message_id] = "InternalError"
             else:
                 stored.visible_at = now + visibility
+                stored.hidden_by = life.name if visibility > 0 else None
                 if visibility == 0:
                     self._arrived.set()
         await life.check()

@@ -12,6 +12,7 @@ import contextvars
 import hashlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from .faults import SimError
 from .invariants import at_end, awaiting_repair, on_delete
 from .logs import LogContract
 from .scenario import Scenario, draw
-from .world import Replica, Violation, World
+from .world import Replica, Stopped, Violation, World
 
 __all__ = ["LIMIT", "Outcome", "replay_command", "simulate"]
 
@@ -178,7 +179,14 @@ async def _drive(world: World) -> None:
         loop.call_at(delivery.at, world.queue.send, delivery.message_id, delivery.body)
     for at in scenario.faults.kills:
         loop.call_at(at, _kill, world, start)
-    last = max([d.at for d in scenario.deliveries] + [k + scenario.faults.restart_after for k in scenario.faults.kills])
+    for at, pick in scenario.faults.stops:
+        loop.call_at(at, _deploy, world, start, running, pick)
+    stopped = [at for at, _ in scenario.faults.stops]
+    last = max(
+        [d.at for d in scenario.deliveries]
+        + [k + scenario.faults.restart_after for k in scenario.faults.kills]
+        + [at + 2 * scenario.config.drain_timeout for at in stopped]
+    )
     if scenario.faults.sqs_outage is not None:
         last = max(last, scenario.faults.sqs_outage[1])
     if scenario.sweeps:  # a lost STOPPED is repaired a grace after it, or after ECS and Prefect answer again,
@@ -204,6 +212,54 @@ async def _drive(world: World) -> None:
             world.violate("stops cleanly", repr(task.exception()))
     if len(done) < len(live):
         world.violate("stops cleanly", f"{len(live) - len(done)} replica(s) did not stop within 120 s")
+    for replica in world.replicas:
+        if replica.stopped is not None and replica.life.alive:
+            _after_deploy(world, replica, replica.stopped)
+
+
+def _deploy(world: World, start: Callable[[], None], running: dict[str, asyncio.Task[None]], pick: float) -> None:
+    """SIGTERM a live replica, as a deploy does (ECS has started its replacement): it stops receiving,
+    finishes what it holds within the drain timeout and hands the rest back to the queue at once."""
+    live = [r for r in world.replicas if r.life.alive and not r.observer.stopping.is_set()]
+    if not live:
+        return
+    victim = live[int(pick * len(live))]
+    victim.stopped = stopped = Stopped(asyncio.get_running_loop().time())
+    world.faults.exercised["process: a replica stopped by a deploy"] += 1
+    start()
+    victim.observer.stop("SIGTERM")
+
+    def returned(task: asyncio.Task[None]) -> None:
+        if not victim.life.alive:
+            return  # killed while it drained: its run never returns
+        stopped.returned_at, stopped.tally = asyncio.get_running_loop().time(), Counter(victim.tally)
+        if task.cancelled() or task.exception() is not None:
+            world.violate("stops cleanly", f"{victim.name} stopped by a deploy: {task!r}")
+            return
+        plan = world.scenario.faults
+        if plan.sqs_error or plan.sqs_partial or plan.sqs_outage is not None or plan.prefect_gives_up:
+            return  # a hand-back that failed, or a message whose call raised, stays hidden until its timeout
+        if victim.stats.rejected:
+            return  # so does a message it rejected, for the dead-letter queue
+        now = asyncio.get_running_loop().time()
+        for stored in world.queue.messages.values():
+            hidden = stored.deleted_at is None and not stored.dead and stored.visible_at > now + 1e-3
+            if hidden and stored.hidden_by == victim.name:
+                detail = f"{victim.name}: message {stored.message_id} hidden until {stored.visible_at:.0f} s"
+                world.violate("a stopped replica hands back what it held", f"{detail} (returned at {now:.0f} s)")
+
+    running[victim.name].add_done_callback(returned)
+
+
+def _after_deploy(world: World, replica: Replica, stopped: Stopped) -> None:
+    """A replica a deploy stopped returned within two drain timeouts, and called nothing after that."""
+    if stopped.returned_at is None or stopped.returned_at - stopped.at > 2 * world.scenario.config.drain_timeout:
+        world.violate(
+            "stops cleanly", f"{replica.name}: told to stop at {stopped.at:.0f} s, returned at {stopped.returned_at}"
+        )
+    elif replica.tally != stopped.tally:
+        more = replica.tally - stopped.tally
+        world.violate("a stopped replica calls nothing more", f"{replica.name}: {dict(more)} after its run returned")
 
 
 def _check_health(world: World) -> None:
@@ -239,7 +295,7 @@ async def _run(replica: Replica) -> None:
 
 def _kill(world: World, start: Callable[[], None]) -> None:
     """SIGKILL a live replica; another, with empty memory, starts `restart_after` later."""
-    live: list[Replica] = [r for r in world.replicas if r.life.alive]
+    live: list[Replica] = [r for r in world.replicas if r.life.alive and not r.observer.stopping.is_set()]
     if not live:
         return
     victim = world.faults.rng.choice(live)

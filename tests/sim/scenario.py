@@ -124,10 +124,16 @@ class Scenario:
         return self.config.sweep_interval > 0
 
     @property
+    def restarts(self) -> int:
+        """Replicas replaced during the run (killed, or stopped by a deploy): each starts with empty memory."""
+        return len(self.faults.kills) + len(self.faults.stops)
+
+    @property
     def exact(self) -> bool:
         """Whether every `follows` must be the previous change's: no replica killed (a change it held
-        unrecorded stays hidden until its visibility timeout), and every message fits in flight at once
-        (else a predecessor may wait in the queue longer than the reorder window)."""
+        unrecorded stays hidden until its visibility timeout) nor replaced without the state table, and
+        every message fits in flight at once (else a predecessor may wait in the queue longer than the
+        reorder window)."""
         room = self.config.max_in_flight - self.config.receivers * 10
         # Found by a seed: replicas that each retry a task ECS cannot describe yet learn its tags on their
         # own retry schedule, not from the one that succeeded first, and a change waiting meanwhile on that
@@ -135,6 +141,7 @@ class Scenario:
         denied_on_replicas = self.replicas > 1 and self.faults.ecs_denied > 0
         return (
             not self.faults.kills
+            and not (self.faults.stops and not self.shared)  # a deploy's replacement starts with empty memory
             and len(self.deliveries) <= room
             and self.faults.outage is None
             and self.faults.sqs_outage is None
@@ -268,6 +275,10 @@ def draw(seed: int) -> Scenario:
     if later.random() < 0.15:  # SQS down for a while: health must say so, and nothing may be lost
         begins = later.uniform(0.0, 60.0)
         faults = replace(faults, sqs_outage=(begins, begins + later.choice((20.0, 90.0, 150.0))))
+    deploys = random.Random(seed * 104_729 + 13)  # drawn apart, as above
+    if deploys.random() < 0.2:  # a deploy (or a scale-in) stops a replica gracefully, once or twice
+        stops = sorted((deploys.uniform(0.5, 60.0), deploys.random()) for _ in range(deploys.randint(1, 2)))
+        faults = replace(faults, stops=tuple(stops))
     return Scenario(
         seed=seed,
         shape=shape,

@@ -26,7 +26,7 @@ from .queue import QueueView, SimQueue
 from .scenario import ACCOUNT, CLUSTER_ARN, FOREIGN_ACCOUNT, STOPS, Delivery, Scenario, TaskPlan
 from .store import SharedStore, StoreView
 
-__all__ = ["Replica", "Violation", "World"]
+__all__ = ["Replica", "Stopped", "Violation", "World"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,16 @@ class Replica:
     tally: Counter[str] = field(default_factory=Counter)  # what its ports were asked and answered
     queue: QueueView | None = None
     sweeps: list[SweepRecord] = field(default_factory=list)  # each sweep() that returned, as its ports saw it
+    stopped: Stopped | None = None  # stopped gracefully during the run (a deploy)
+
+
+@dataclass
+class Stopped:
+    """A replica a deploy stopped: when it was told, and when its `run` returned with what its ports had seen."""
+
+    at: float
+    returned_at: float | None = None
+    tally: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
