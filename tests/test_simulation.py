@@ -540,3 +540,27 @@ def test_a_deploy_that_returns_nothing_to_the_queue_or_works_on_after_its_run_is
 
     monkeypatch.setattr(Effects, "close", latest_only)
     assert "a stopped replica calls nothing more" in {v.invariant for v in simulate(221).violations}
+
+
+def test_an_outcome_miscounted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/metrics`' `ignored`, `filtered`, `forwarded` and `deduplicated` say what became of the messages a
+    replica deleted: a broken message not counted, and a filtered one counted twice, each fail."""
+    from ecs_observer.core.decision import Ack
+    from ecs_observer.pipeline.observer import Observer
+
+    count = Observer._count
+
+    def ignored_uncounted(self: Observer, ack: Ack) -> None:
+        if ack.outcome != "ignored":
+            count(self, ack)
+
+    def filtered_twice(self: Observer, ack: Ack) -> None:
+        count(self, ack)
+        if ack.outcome == "filtered":
+            self.stats.filtered += 1
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Observer, "_count", ignored_uncounted)
+        assert "outcomes counted" in {v.invariant for v in simulate(134).violations}
+    monkeypatch.setattr(Observer, "_count", filtered_twice)
+    assert "outcomes counted" in {v.invariant for v in simulate(140).violations}

@@ -154,6 +154,7 @@ def at_end(world: World) -> list[Violation]:
     found += _sweep(world, scenario)
     found += _sweeps(world)
     found += _metrics(world)
+    found += _outcomes(world)
     for replica in world.replicas:
         held = replica.observer.in_flight
         if replica.life.alive and held != 0:
@@ -186,6 +187,40 @@ def _metrics(world: World) -> list[Violation]:
                 found.append(
                     Violation("metrics true", f"{replica.name}: {key} {counted[key]}, its ports saw {seen[key]}")
                 )
+    return found
+
+
+def _outcomes(world: World) -> list[Violation]:
+    """Each message a replica deleted was counted once under its outcome (`/metrics`' `ignored`, `filtered`,
+    and `forwarded` or `deduplicated`), as the world knows it: a message of no task's change ignored, a
+    change of a task not Prefect's filtered, of a Prefect task forwarded or a duplicate. Counted before
+    its delete: at least as many, and as many when no delete failed and the replica lived on."""
+    found = []
+    plan = world.scenario.faults
+    deletes_fail = plan.sqs_error > 0 or plan.sqs_partial > 0 or plan.sqs_outage is not None
+    for replica in world.replicas:
+        if replica.queue is None:
+            continue
+        kinds: Counter[str] = Counter()
+        for message_id in replica.queue.deleted:
+            delivery = world.delivery(message_id)
+            if delivery is None or delivery.task_arn is None:
+                kinds["ignored"] += 1
+            elif world.task(delivery.task_arn).run_id is None:
+                kinds["filtered"] += 1
+            else:
+                kinds["forwarded or deduplicated"] += 1
+        stats = replica.stats
+        counted = {
+            "ignored": stats.ignored,
+            "filtered": stats.filtered,
+            "forwarded or deduplicated": stats.forwarded + stats.deduplicated,
+        }
+        exact = replica.life.alive and not deletes_fail
+        for kind, n in counted.items():
+            if n < kinds[kind] or (exact and n != kinds[kind]):
+                detail = f"{replica.name}: {kind} {n}, messages of that kind it deleted {kinds[kind]}"
+                found.append(Violation("outcomes counted", detail))
     return found
 
 

@@ -161,6 +161,7 @@ class QueueView:
         self._in_flight = in_flight  # told how many messages a receive hands over, before they are dispatched
         self.tally = tally  # what the replica asked and was answered (shared by its views)
         self.answered_at = asyncio.get_running_loop().time()  # SQS's last answer to it (at first: its start)
+        self.deleted: list[str] = []  # the message of each entry its deletes had succeed, in order
 
     async def receive(self, max_messages: int, wait_seconds: int, visibility_timeout: int) -> list[Message]:
         self.tally["sqs_calls:ReceiveMessage"] += 1
@@ -174,6 +175,7 @@ class QueueView:
         failed = await self._queue.delete(self._life, messages)
         self.answered_at = asyncio.get_running_loop().time()
         self.tally["deleted"] += sum(m.message_id not in failed for m in messages)
+        self.deleted += [m.message_id for m in messages if m.message_id not in failed]
         return failed
 
     async def change_visibility(self, messages: Sequence[Message], visibility: int) -> dict[str, str]:
