@@ -564,3 +564,57 @@ def test_an_outcome_miscounted_is_caught(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "outcomes counted" in {v.invariant for v in simulate(134).violations}
     monkeypatch.setattr(Observer, "_count", filtered_twice)
     assert "outcomes counted" in {v.invariant for v in simulate(140).violations}
+
+
+def test_a_rejection_or_a_receive_miscounted_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/metrics`' `received` is what the receives handed over, and every receive ends deleted or `rejected`:
+    a rejection counted twice, or a message received counted twice, each fail."""
+    from ecs_observer.core.decision import Release
+    from ecs_observer.pipeline.observer import Observer
+    from ecs_observer.ports import Message
+
+    reject, dispatch = Observer._reject, Observer._dispatch
+
+    def rejected_twice(self: Observer, message: Message, release: Release) -> None:
+        reject(self, message, release)
+        self.stats.rejected += 1
+
+    def received_twice(self: Observer, messages: list[Message]) -> None:
+        dispatch(self, messages)
+        self.stats.received += len(messages)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Observer, "_reject", rejected_twice)
+        assert "rejections counted" in {v.invariant for v in simulate(86).violations}
+    monkeypatch.setattr(Observer, "_dispatch", received_twice)
+    assert "metrics true" in {v.invariant for v in simulate(134).violations}
+
+
+def test_an_unhealthy_replica_that_does_not_say_why_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/healthz` names its reason (an operator reads it in ECS's health check output)."""
+    from ecs_observer.pipeline.observer import Observer
+
+    health = Observer.health
+
+    def silent(self: Observer) -> tuple[bool, dict[str, Any]]:
+        healthy, details = health(self)
+        details.pop("reason", None)
+        return healthy, details
+
+    monkeypatch.setattr(Observer, "health", silent)
+    assert "health true" in {v.invariant for v in simulate(11).violations}
+
+
+def test_shared_state_that_expires_sooner_or_later_than_documented_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped task's links and once-claims kept 7 days, as a running one's (the status lost on its way to
+    `expires_after`): the table grows; the other way round, a chain would be forgotten while changes come."""
+    import ecs_observer.pipeline.effects as effects
+    import ecs_observer.pipeline.sequencer as sequencer
+
+    def as_running(status: str, occurred: datetime) -> datetime:
+        return expires_after("RUNNING", occurred)
+
+    for module in (sequencer, effects):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "expires_after", as_running)
+            assert "state kept as long as documented" in {v.invariant for v in simulate(122).violations}

@@ -6,12 +6,15 @@ answers `Violation`s; none is a pass.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from ecs_observer.core.chain import Link
 from ecs_observer.core.run_states import FINAL, INFRASTRUCTURE_PENDING, RESCHEDULE_MARK
 from ecs_observer.core.sweep import ACTIVE
+from ecs_observer.core.task_record import expires_after
 from ecs_observer.core.task_view import sweep_event_id
 from ecs_observer.support.stats import Stats
 
@@ -155,6 +158,9 @@ def at_end(world: World) -> list[Violation]:
     found += _sweeps(world)
     found += _metrics(world)
     found += _outcomes(world)
+    found += _rejections(world)
+    found += _posts(world)
+    found += _expiries(world)
     for replica in world.replicas:
         held = replica.observer.in_flight
         if replica.life.alive and held != 0:
@@ -165,7 +171,7 @@ def at_end(world: World) -> list[Violation]:
 def _counted(stats: Stats) -> Counter[str]:
     """The replica's metrics that its ports' answers can check, keyed as `World`'s tallies are."""
     counts: Counter[str] = Counter()
-    for key in ("deleted", "describe_calls", "described_tasks", "run_logs", "deregistered", "reschedules"):
+    for key in ("received", "deleted", "describe_calls", "described_tasks", "run_logs", "deregistered", "reschedules"):
         counts[key] = getattr(stats, key)
     for api, n in stats.sqs_calls.items():
         counts[f"sqs_calls:{api}"] = n
@@ -176,13 +182,17 @@ def _counted(stats: Stats) -> Counter[str]:
     return counts
 
 
+# What the ports saw that no metric counts as such (read by `_rejections`).
+_NOT_METRICS = {"delete entries failed", "refused"}
+
+
 def _metrics(world: World) -> list[Violation]:
     """What `/metrics` and the summaries say a replica did is what its ports saw it do. A killed replica's
     counts may lag: a call answered, then a retry of its failed part cut short by the kill (seed 330)."""
     found = []
     for replica in world.replicas:
         counted, seen = _counted(replica.stats), replica.tally
-        for key in sorted(set(counted) | set(seen)):
+        for key in sorted(set(counted) | set(seen) - _NOT_METRICS):
             if counted[key] > seen[key] or (counted[key] < seen[key] and replica.life.alive):
                 found.append(
                     Violation("metrics true", f"{replica.name}: {key} {counted[key]}, its ports saw {seen[key]}")
@@ -221,6 +231,83 @@ def _outcomes(world: World) -> list[Violation]:
             if n < kinds[kind] or (exact and n != kinds[kind]):
                 detail = f"{replica.name}: {kind} {n}, messages of that kind it deleted {kinds[kind]}"
                 found.append(Violation("outcomes counted", detail))
+    return found
+
+
+def _rejections(world: World) -> list[Violation]:
+    """`rejected` counts the messages a replica left for the dead-letter queue, and `invalid_events` those of
+    them whose event Prefect refused: each receive ends deleted or rejected, unless its replica died or was
+    stopped, a delete failed, or a Prefect call raised (the message then waits for its timeout, uncounted)."""
+    found = []
+    plan = world.scenario.faults
+    for replica in world.replicas:
+        stats, tally = replica.stats, replica.tally
+        where = f"{replica.name}: received {stats.received}, deleted {stats.deleted}, rejected {stats.rejected}"
+        invalid = f"{where}, invalid events {stats.invalid_events} (Prefect refused {tally['refused']})"
+        # A refused event's message is rejected each time it comes (its duplicates too); a sweep's is not.
+        refused_one = tally["refused"] > 0 and not world.scenario.sweeps and replica.life.alive
+        if not 0 <= stats.invalid_events <= stats.rejected or (refused_one and not stats.invalid_events):
+            found.append(Violation("rejections counted", invalid))
+        exact = (
+            replica.life.alive
+            and replica.stopped is None
+            and not tally["delete entries failed"]
+            and not (plan.sqs_error or plan.sqs_outage is not None or plan.prefect_gives_up)
+        )
+        ended = stats.deleted + stats.rejected
+        if stats.rejected < 0 or ended > stats.received or (exact and ended != stats.received):
+            found.append(Violation("rejections counted", where))
+    return found
+
+
+def _posts(world: World) -> list[Violation]:
+    """Each POST to Prefect's events route within `batch_size` events and `batch_bytes` bytes (one event
+    larger than that goes alone): Prefect Cloud refuses a request over 5 MiB."""
+    found = []
+    config = world.scenario.config
+    for replica in world.replicas:
+        for events, size in replica.prefect.posts if replica.prefect is not None else ():
+            if events > config.batch_size or (events > 1 and size > config.batch_bytes):
+                detail = (
+                    f"{replica.name}: {events} events, {size} bytes (at most {config.batch_size}, {config.batch_bytes})"
+                )
+                found.append(Violation("events per request within the settings", detail))
+    return found
+
+
+def _expiries(world: World) -> list[Violation]:
+    """Each write to the shared state expires (DynamoDB's TTL) as long after its change as
+    `core.task_record.expires_after` says: 6 hours for a stopped task's, 7 days for a running one's. Sooner,
+    a task's chain, tags or once-claims could be gone while its changes still come; later, the table grows.
+    A link names its change (its version and time); a claim, its change's event (a sweep's STOPPED dates
+    from when the sweep first saw it, within the hour); tags, some change of the task; `done`, its claim's."""
+    found = []
+    owners = {event_id: version for (_, version), ids in world.known_ids().items() for event_id in ids}
+    claimed: dict[tuple[str, object], set[datetime]] = defaultdict(set)
+    near = timedelta(hours=1)
+
+    def due(task: TaskPlan, version: int) -> datetime:
+        return expires_after(task.statuses[version - 1], task.occurred(version))
+
+    writes = world.store.expiries
+    for call, arn, what, expires in writes:
+        task = world.task(arn)
+        if isinstance(what, Link):
+            ok = what.version is None or expires == expires_after(task.statuses[what.version - 1], what.occurred)
+        elif call == "once":
+            version = owners.get(what) if isinstance(what, UUID) else None
+            ok = version is None or abs(expires - due(task, version)) <= near
+            claimed[(arn, None)].add(expires)
+        elif call == "save_tags":
+            ok = any(abs(expires - due(task, v)) <= near for v in range(1, len(task.statuses) + 1))
+        else:
+            continue
+        if not ok:
+            found.append(Violation("state kept as long as documented", f"{call} of {arn} ({what}): expires {expires}"))
+    for call, arn, what, expires in writes:
+        if call == "done" and expires not in claimed[(arn, None)]:
+            detail = f"done {what} of {arn}: expires {expires}, its claims {sorted(claimed[(arn, None)])}"
+            found.append(Violation("state kept as long as documented", detail))
     return found
 
 

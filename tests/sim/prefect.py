@@ -143,9 +143,13 @@ class PrefectView:
         self._life = life
         self.tally = tally  # what the replica asked and was answered (shared by its views)
         self.runs_read = 0  # runs handed to the sweep, over its life
+        self.posts: list[tuple[int, int]] = []  # each POST /events: its events, and their bytes in the array
 
     async def send(self, events: Sequence[EncodedEvent]) -> dict[UUID, str]:
-        return await self._prefect.send(self._life, events)
+        self.posts.append((len(events), sum(len(event.json) + 1 for event in events)))
+        refused = await self._prefect.send(self._life, events)
+        self.tally["refused"] += len(refused)
+        return refused
 
     async def aclose(self) -> None:
         return None

@@ -167,6 +167,7 @@ class QueueView:
         self.tally["sqs_calls:ReceiveMessage"] += 1
         messages = await self._queue.receive(self._life, max_messages, wait_seconds, visibility_timeout)
         self.answered_at = asyncio.get_running_loop().time()
+        self.tally["received"] += len(messages)
         self._in_flight(len(messages))
         return messages
 
@@ -175,6 +176,7 @@ class QueueView:
         failed = await self._queue.delete(self._life, messages)
         self.answered_at = asyncio.get_running_loop().time()
         self.tally["deleted"] += sum(m.message_id not in failed for m in messages)
+        self.tally["delete entries failed"] += len(failed)
         self.deleted += [m.message_id for m in messages if m.message_id not in failed]
         return failed
 

@@ -38,6 +38,8 @@ class SharedStore:
         self._tags: dict[str, TaskTags] = {}
         self._claims: dict[str, float] = {}
         self._leases: dict[str, tuple[UUID, float]] = {}
+        # Each write's expiry (DynamoDB's TTL), with what it wrote: (call, task, its link, owner or what, expiry).
+        self.expiries: list[tuple[str, str, object, datetime]] = []
 
     async def _half(self, life: Life) -> None:
         plan = self._faults.plan
@@ -64,31 +66,36 @@ class SharedStore:
         await self._half(life)
         return mine
 
-    async def save_tags(self, life: Life, task_arn: str, tags: TaskTags) -> None:
+    async def save_tags(self, life: Life, task_arn: str, tags: TaskTags, expires: datetime) -> None:
+        self.expiries.append(("save_tags", task_arn, None, expires))
         await self._half(life)
         self._tags[task_arn] = tags
         self._claims.pop(task_arn, None)
         await self._half(life)
 
     async def record(self, life: Life, task_arn: str, link: Link, expires: datetime) -> Link:
+        self.expiries.append(("record", task_arn, link, expires))
         await self._half(life)
         kept = await self.table.record(task_arn, link, expires)
         await self._half(life)
         return kept
 
     async def settle(self, life: Life, task_arn: str, link: Link, expires: datetime) -> Link:
+        self.expiries.append(("settle", task_arn, link, expires))
         await self._half(life)
         kept = await self.table.settle(task_arn, link, expires)
         await self._half(life)
         return kept
 
     async def once(self, life: Life, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
+        self.expiries.append(("once", task_arn, owner, expires))
         await self._half(life)
         claim = await self.table.once(task_arn, what, owner, expires, lease)
         await self._half(life)
         return claim
 
     async def done(self, life: Life, task_arn: str, what: str, expires: datetime) -> None:
+        self.expiries.append(("done", task_arn, what, expires))
         await self._half(life)
         await self.table.done(task_arn, what, expires)
         await self._half(life)
@@ -120,7 +127,7 @@ class StoreView:
         return await self._store.claim(self._life, task_arn, seconds)
 
     async def save_tags(self, task_arn: str, tags: TaskTags, expires: datetime) -> None:
-        await self._store.save_tags(self._life, task_arn, tags)
+        await self._store.save_tags(self._life, task_arn, tags, expires)
 
     async def record(self, task_arn: str, link: Link, expires: datetime) -> Link:
         return await self._store.record(self._life, task_arn, link, expires)

@@ -48,6 +48,7 @@ class Replica:
     sweeper: Sweeper | None = None
     tally: Counter[str] = field(default_factory=Counter)  # what its ports were asked and answered
     queue: QueueView | None = None
+    prefect: PrefectView | None = None
     sweeps: list[SweepRecord] = field(default_factory=list)  # each sweep() that returned, as its ports saw it
     stopped: Stopped | None = None  # stopped gracefully during the run (a deploy)
 
@@ -169,7 +170,7 @@ class World:
         if self.scenario.sweeps:
             scope = Scope.of(ACCOUNT, [CLUSTER_ARN])
             sweeper = Sweeper(observer, prefect, ecs, store, stats, config, scope, ecs)
-        replica = Replica(name, life, observer, stats, sweeper, tally, queue)
+        replica = Replica(name, life, observer, stats, sweeper, tally, queue, prefect)
         if sweeper is not None:
             _record_sweeps(replica, sweeper, prefect, stats)
         self.replicas.append(replica)
