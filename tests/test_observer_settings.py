@@ -9,13 +9,14 @@ each bound set low, and every other invariant must hold too.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from tests.sim.run import simulate
 from tests.sim.scenario import draw
 from tests.sim.world import World
 
 
-def _posts(**settings: int) -> list[tuple[int, int]]:
+def _posts(**settings: Any) -> list[tuple[int, int]]:
     """Each POST /events of the run (its events, their bytes), with the settings given."""
     scenario = draw(32)
     worlds: list[World] = []
