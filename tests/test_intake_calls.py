@@ -16,7 +16,6 @@ import pytest
 
 from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.intake import Intake
-from ecs_observer.pipeline.leases import Leases
 from ecs_observer.ports import Message
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
@@ -105,8 +104,7 @@ class Rig:
         self.told = Told()
         self.dispatched: list[list[str]] = []
         self.fail_on_messages = fail_on_messages
-        leases = Leases(queue, self.stats, visibility_timeout=config.visibility_timeout)
-        self.intake = Intake(queue, leases, [self.told], self.stats, config, self.dispatch)
+        self.intake = Intake(queue, [self.told], self.stats, config, self.dispatch)
 
     def dispatch(self, batch: list[Message]) -> None:
         self.dispatched.append([message.message_id for message in batch])

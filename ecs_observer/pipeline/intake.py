@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ..ports import Message, MessageQueue
 from ..support.stats import Stats
 from .config import ObserverConfig
-from .leases import SQS_BATCH, Leases
+from .leases import SQS_BATCH
 
 __all__ = ["Batcher", "Intake"]
 
@@ -32,14 +32,12 @@ class Intake:
     def __init__(
         self,
         queue: MessageQueue,
-        leases: Leases,
         batchers: Sequence[Batcher],
         stats: Stats,
         config: ObserverConfig,
         dispatch: Callable[[list[Message]], None],
     ) -> None:
         self._queue = queue
-        self._leases = leases
         self._batchers = batchers
         self._stats = stats
         self._config = config

@@ -77,7 +77,7 @@ class Observer:
         )
         self._leases = Leases(queue, stats, visibility_timeout=config.visibility_timeout, delete_linger=config.linger)
         batchers = (self._tags, self._leases.deletes, self._forwarder.batches)
-        self._intake = Intake(queue, self._leases, batchers, stats, config, self._dispatch)
+        self._intake = Intake(queue, batchers, stats, config, self._dispatch)
         self._handlers: set[asyncio.Task[None]] = set()
         # Bounded, so that each broken message is logged once, not on every redelivery.
         self._logged_rejections: LRUCache[str, bool] = LRUCache(maxsize=10_000)
