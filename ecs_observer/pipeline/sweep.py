@@ -171,7 +171,7 @@ class Sweeper:
                 return await self._repair(run, ref, verdict.task, now)
             if isinstance(verdict, Crash):
                 return await self._crash(run, ref, verdict)
-            return await self._stop(run, ref, verdict)
+            return await self._stop(ref, verdict)
         except Exception as exc:  # one run's trouble is not the sweep's: the next sweep tries it again
             log.warning("sweep: flow run %s (task %s): %s failed: %s", run.run_id, ref.task_arn, verdict.outcome, exc)
             return "failed"
@@ -203,7 +203,7 @@ class Sweeper:
         log.info("sweep: flow run %s (%s): %s proposed, %s: %s", run.run_id, run.name, name, answer, verdict.message)
         return verdict.outcome if answer == "ACCEPT" else "unchanged"
 
-    async def _stop(self, run: RunToReconcile, ref: TaskRef, verdict: StopTask) -> str:
+    async def _stop(self, ref: TaskRef, verdict: StopTask) -> str:
         stopper = self._stopper
         if stopper is None:
             return "unchanged"
