@@ -1,0 +1,407 @@
+"""What a change's effects call on Prefect, ECS and CloudWatch Logs, and what they count and log.
+
+`Effects` driven directly with the decisions the core builds from ECS events (`decision.forward`), a
+memory task-state store and small port fakes that record each call: no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from ecs_observer import TaskStateChange, decode
+from ecs_observer.adapters.memory import MemoryTaskState
+from ecs_observer.app.demo.runs import MemoryFlowRuns
+from ecs_observer.app.demo.samples import state_change
+from ecs_observer.core.decision import Forward, forward
+from ecs_observer.core.run_states import LogSource, Proposal, ProposalAnswer, RunLog, RunState
+from ecs_observer.pipeline.config import ObserverConfig
+from ecs_observer.pipeline.effects import Effects
+from ecs_observer.ports import Claim
+from ecs_observer.support.backoff import Backoff
+from ecs_observer.support.stats import Stats
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
+OTHER = "arn:aws:ecs:us-east-1:123456789012:task/prefect/fedcba9876543210fedcba9876543210"
+TASK_ID = ARN.rsplit("/", 1)[1]
+DEFINITION = "arn:aws:ecs:us-east-1:123456789012:task-definition/prefect-flow:7"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SOURCE = LogSource("/ecs/prefect-flow", "ecs", "us-east-1", "prefect")
+LINES = [
+    (T0 + timedelta(seconds=1), "Traceback (most recent call last):"),
+    (T0 + timedelta(seconds=2), "KeyError: 'x'"),
+]
+CAPACITY = {
+    "stopCode": "TaskFailedToStart",
+    "stoppedReason": "Capacity is unavailable at this time. Please try again later",
+    "containers": [{"name": "prefect", "lastStatus": "STOPPED"}],
+}
+FAST = Backoff(initial=0.001, maximum=0.001)
+
+
+def change(status: str, version: int, task_arn: str = ARN, **fields: Any) -> TaskStateChange:
+    when = T0 + timedelta(seconds=version)
+    decoded = decode(
+        json.dumps(state_change(task_arn, status, version, when, task_definition_arn=DEFINITION, **fields))
+    )
+    assert isinstance(decoded, TaskStateChange)
+    return decoded
+
+
+def decide(
+    one: TaskStateChange,
+    run: UUID,
+    *,
+    name: str | None = "sly-fox",
+    deregister: bool = False,
+    crash_log_lines: int = 0,
+    config: ObserverConfig | None = None,
+    forwarded_before: bool = False,
+) -> Forward:
+    """The decision the observer makes for the change of a task tagged with `run`."""
+    tags = {"prefect.io/flow-run-id": str(run)}
+    if name is not None:
+        tags["prefect.io/flow-run-name"] = name
+    if deregister:
+        tags["prefect.io/deregister-task-definition"] = "true"
+    config = config or ObserverConfig()
+    return forward(
+        one,
+        tags,
+        run,
+        None,
+        container_name=config.container_name,
+        crash_log_lines=crash_log_lines,
+        retry=config.retry_policy(),
+        forwarded_before=forwarded_before,
+    )
+
+
+class Runs(MemoryFlowRuns):
+    """Prefect's flow runs in memory, recording every read and proposal; a proposal (by run and state name)
+    can be answered otherwise than ACCEPT (and then not applied), fail, or be held until let go."""
+
+    def __init__(self, run_ids: Collection[UUID]) -> None:
+        super().__init__(run_ids)
+        self.reads: list[list[UUID]] = []
+        self.proposed: list[tuple[UUID, Proposal]] = []
+        self.answers: dict[tuple[UUID, str], ProposalAnswer] = {}
+        self.failures: dict[tuple[UUID, str], Exception] = {}
+        self.held: dict[tuple[UUID, str], asyncio.Event] = {}
+        self.log_failure: Exception | None = None
+
+    def names_proposed(self) -> list[str]:
+        return [proposal.name for _, proposal in self.proposed]
+
+    async def states(self, run_ids: Collection[UUID]) -> Mapping[UUID, RunState]:
+        self.reads.append(list(run_ids))
+        return await super().states(run_ids)
+
+    async def propose(self, run_id: UUID, proposal: Proposal) -> ProposalAnswer:
+        self.proposed.append((run_id, proposal))
+        key = (run_id, proposal.name)
+        if (gate := self.held.get(key)) is not None:
+            await gate.wait()
+        if (failure := self.failures.get(key)) is not None:
+            raise failure
+        if (answer := self.answers.get(key)) is not None:
+            return answer
+        return await super().propose(run_id, proposal)
+
+    async def log(self, logs: Sequence[RunLog]) -> None:
+        if self.log_failure is not None:
+            raise self.log_failure
+        await super().log(logs)
+
+
+class Definitions:
+    """ECS task definitions: the awslogs source of each container asked for, and deregistrations that
+    fail `failures` times first."""
+
+    def __init__(self, source: LogSource | None = SOURCE, failures: int = 0) -> None:
+        self.source = source
+        self.failures = failures
+        self.asked: list[tuple[str, str]] = []
+        self.deregisters: list[str] = []  # every attempt
+
+    async def log_source(self, arn: str, container: str) -> LogSource | None:
+        self.asked.append((arn, container))
+        return self.source
+
+    async def deregister(self, arn: str) -> None:
+        self.deregisters.append(arn)
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("ThrottlingException: Rate exceeded")
+
+
+class Tails:
+    """CloudWatch Logs: the container's last lines (None: no stream), failing `failures` times first."""
+
+    def __init__(self, lines: list[tuple[datetime, str]] | None = LINES, failures: int = 0) -> None:
+        self.lines = lines
+        self.failures = failures
+        self.asked: list[tuple[LogSource, str, int]] = []
+
+    async def tail(self, source: LogSource, task_id: str, lines: int) -> list[tuple[datetime, str]] | None:
+        self.asked.append((source, task_id, lines))
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("ServiceUnavailableException")
+        return self.lines
+
+
+class Store(MemoryTaskState):
+    """The memory store, recording each once-per-task claim asked and each done."""
+
+    def __init__(self) -> None:
+        super().__init__(max_tasks=100)
+        self.onces: list[tuple[str, str, UUID, datetime, float, Claim]] = []
+        self.dones: list[tuple[str, str, datetime]] = []
+
+    async def once(self, task_arn: str, what: str, owner: UUID, expires: datetime, lease: float) -> Claim:
+        claim = await super().once(task_arn, what, owner, expires, lease)
+        self.onces.append((task_arn, what, owner, expires, lease, claim))
+        return claim
+
+    async def done(self, task_arn: str, what: str, expires: datetime) -> None:
+        self.dones.append((task_arn, what, expires))
+        await super().done(task_arn, what, expires)
+
+
+def effects_for(
+    runs: Runs,
+    *,
+    store: Store | None = None,
+    stats: Stats | None = None,
+    definitions: Definitions | None = None,
+    tails: Tails | None = None,
+    **settings: Any,
+) -> Effects:
+    config = ObserverConfig(**{"linger": 0.005, "backoff": FAST, **settings})
+    return Effects(runs, store or Store(), stats or Stats(), config, definitions, tails)
+
+
+async def apply(effects: Effects, *decisions: Forward) -> None:
+    """Schedule each decision's effects, in order, and wait for all of them."""
+    tasks = [task for decision in decisions if (task := effects.schedule(decision)) is not None]
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0)  # the tasks' done callbacks
+
+
+def started(effects: Effects, decision: Forward) -> asyncio.Task[None]:
+    task = effects.schedule(decision)
+    assert task is not None
+    return task
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(1.0):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """ERROR records of any logger (asyncio's included: a done callback that fails logs one)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and r.name.startswith("ecs_observer")]
+
+
+# --- the flow run's name in the log lines ---
+
+
+async def test_an_accepted_proposal_is_logged_at_info_with_the_runs_name_and_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    await apply(effects_for(runs), decide(change("PROVISIONING", 1), run))
+    assert messages(caplog, logging.INFO) == [
+        f"flow run sly-fox ({run}): InfrastructurePending proposed (task {TASK_ID}): ACCEPT"
+    ]
+
+
+async def test_a_run_without_a_name_is_logged_by_its_id_alone_and_a_refusal_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.answers[(run, "InfrastructurePending")] = "REJECT"
+    await apply(effects_for(runs), decide(change("PROVISIONING", 1), run, name=None))
+    assert messages(caplog, logging.INFO) == []
+    assert f"flow run {run}: InfrastructurePending proposed (task {TASK_ID}): REJECT" in messages(caplog, logging.DEBUG)
+
+
+async def test_a_sweeps_observation_has_no_event_and_names_the_run_by_its_id(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    await apply(effects_for(runs), decide(change("PROVISIONING", 1), run, forwarded_before=True))
+    assert messages(caplog, logging.INFO) == [
+        f"flow run {run}: InfrastructurePending proposed (task {TASK_ID}): ACCEPT"
+    ]
+
+
+# --- InfrastructurePending: once answered, the task's next placing change reads nothing ---
+
+
+@pytest.mark.parametrize("answer", ["ACCEPT", "REJECT", "ABORT"])
+async def test_once_prefect_answered_infrastructure_pending_the_next_placing_change_reads_nothing(
+    answer: ProposalAnswer,
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.answers[(run, "InfrastructurePending")] = answer
+    stats = Stats()
+    effects = effects_for(runs, stats=stats)
+    await apply(effects, decide(change("PROVISIONING", 1), run))
+    await apply(effects, decide(change("PENDING", 2), run))
+    assert runs.reads == [[run]]  # one POST /flow_runs/filter, for the first
+    assert runs.names_proposed() == ["InfrastructurePending"]
+    assert stats.state_proposals == {answer: 1}
+
+
+async def test_after_wait_infrastructure_pending_is_read_and_proposed_again() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.answers[(run, "InfrastructurePending")] = "WAIT"
+    stats = Stats()
+    effects = effects_for(runs, stats=stats)
+    await apply(effects, decide(change("PROVISIONING", 1), run))
+    await apply(effects, decide(change("PENDING", 2), run))
+    assert runs.reads == [[run], [run]]
+    assert runs.names_proposed() == ["InfrastructurePending", "InfrastructurePending"]
+    assert stats.state_proposals == {"WAIT": 2}
+
+
+async def test_a_crashed_run_is_still_read_for_a_late_placing_change_of_its_task() -> None:
+    """Only InfrastructurePending marks the task placed: after Crashed a (late) PENDING still reads the run."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    effects = effects_for(runs)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run))
+    await apply(effects, decide(change("PENDING", 2), run))
+    assert runs.reads == [[run], [run]]
+    assert runs.names_proposed() == ["Crashed"]
+
+
+async def test_a_run_prefect_does_not_know_is_counted_missing_each_time(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([])
+    stats = Stats()
+    effects = effects_for(runs, stats=stats)
+    await apply(effects, decide(change("PROVISIONING", 1), run))
+    await apply(effects, decide(change("PENDING", 2), run))
+    assert stats.state_proposals == {"MISSING": 2}
+    assert runs.proposed == []
+    assert messages(caplog, logging.DEBUG).count(f"flow run {run} of task {ARN} does not exist") == 2
+
+
+async def test_reads_of_the_same_run_in_one_linger_ask_prefect_for_it_once() -> None:
+    """Two tasks of one run (a retry's) placed at once: one read, naming the run once."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.answers[(run, "InfrastructurePending")] = "WAIT"
+    effects = effects_for(runs, linger=0.05)
+    await apply(effects, decide(change("PROVISIONING", 1), run), decide(change("PROVISIONING", 1, OTHER), run))
+    assert runs.reads == [[run]]
+    assert runs.names_proposed() == ["InfrastructurePending", "InfrastructurePending"]
+
+
+# --- one task's effects in order; other tasks' not held by them ---
+
+
+async def test_a_tasks_later_effects_wait_for_its_earlier_ones_and_a_redelivery_finds_them_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """InfrastructurePending before Crashed, never after; a redelivery of the stop scheduled while its first
+    delivery's Crashed is under way waits for it, then finds the run Crashed and proposes nothing."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    placing, crash = asyncio.Event(), asyncio.Event()
+    runs.held[(run, "InfrastructurePending")] = placing
+    runs.held[(run, "Crashed")] = crash
+    effects = effects_for(runs)
+    stopped = change("STOPPED", 8, exit_code=1)
+    first = started(effects, decide(change("PROVISIONING", 1), run))
+    second = started(effects, decide(stopped, run))
+    await until(lambda: runs.proposed != [])
+    await asyncio.sleep(0.02)
+    assert runs.names_proposed() == ["InfrastructurePending"]  # the stop's effects wait
+    placing.set()
+    await first
+    await until(lambda: len(runs.proposed) == 2)
+    third = started(effects, decide(stopped, run))  # its redelivery, while the first's Crashed is under way
+    await asyncio.sleep(0.02)
+    crash.set()
+    await asyncio.gather(second, third)
+    await asyncio.sleep(0)
+    assert runs.names_proposed() == ["InfrastructurePending", "Crashed"]
+    assert [state.name for state in runs.histories[run]] == ["Pending", "InfrastructurePending", "Crashed"]
+    assert errors(caplog) == []  # nothing failed in a done callback either
+
+
+async def test_another_tasks_effects_go_on_while_one_tasks_are_held() -> None:
+    run, other = uuid.uuid4(), uuid.uuid4()
+    runs = Runs([run, other])
+    held = asyncio.Event()
+    runs.held[(run, "InfrastructurePending")] = held
+    effects = effects_for(runs)
+    first = started(effects, decide(change("PROVISIONING", 1), run))
+    second = started(effects, decide(change("PROVISIONING", 1, OTHER), other))
+    await asyncio.wait_for(second, 1.0)
+    assert runs.histories[other][-1].name == "InfrastructurePending"
+    assert not first.done()
+    held.set()
+    await first
+
+
+async def test_an_earlier_effect_that_failed_does_not_fail_the_tasks_later_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its failure is its own message's (which comes back); the stop's effects still run."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.failures[(run, "InfrastructurePending")] = RuntimeError("HTTP 503")
+    effects = effects_for(runs)
+    first = started(effects, decide(change("PROVISIONING", 1), run))
+    second = started(effects, decide(change("STOPPED", 8, exit_code=1), run))
+    with pytest.raises(RuntimeError, match="HTTP 503"):
+        await first
+    await second
+    await asyncio.sleep(0)
+    assert runs.histories[run][-1].name == "Crashed"
+    assert errors(caplog) == []
+
+
+async def test_a_decision_without_effects_schedules_nothing() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    assert effects_for(runs).schedule(decide(change("RUNNING", 4), run)) is None
+    assert runs.reads == []
+
+
+async def test_close_returns_once_the_effects_under_way_have_ended() -> None:
+    """A stopped replica calls nothing after its run returned (seeds 221, 237)."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.held[(run, "InfrastructurePending")] = asyncio.Event()  # never let go
+    effects = effects_for(runs)
+    task = started(effects, decide(change("PROVISIONING", 1), run))
+    await until(lambda: runs.proposed != [])
+    await effects.close()
+    assert task.cancelled()
