@@ -22,7 +22,7 @@ from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.app.demo.runs import MemoryFlowRuns
 from ecs_observer.app.demo.samples import state_change
 from ecs_observer.core.decision import Forward, forward
-from ecs_observer.core.run_states import LogSource, Proposal, ProposalAnswer, RunLog, RunState
+from ecs_observer.core.run_states import RESCHEDULE_MARK, LogSource, Proposal, ProposalAnswer, RunLog, RunState
 from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.effects import Effects
 from ecs_observer.ports import Claim
@@ -405,3 +405,96 @@ async def test_close_returns_once_the_effects_under_way_have_ended() -> None:
     await until(lambda: runs.proposed != [])
     await effects.close()
     assert task.cancelled()
+
+
+# --- a transient start failure: AwaitingRetry while reschedules are left, else Crashed ---
+
+
+def rescheduled_before(runs: Runs, run: UUID, times: int) -> None:
+    """The run's history holds `times` AwaitingRetry states of ours, and it is Pending again."""
+    for attempt in range(1, times + 1):
+        for state, message in (
+            (
+                RunState("SCHEDULED", "AwaitingRetry"),
+                f"{RESCHEDULE_MARK} (attempt {attempt} of 2, capacity unavailable)",
+            ),
+            (RunState("PENDING", "Pending"), ""),
+        ):
+            runs.histories[run].append(state)
+            runs.state_messages[run].append(message)
+            runs.state_times[run].append(T0)
+
+
+def diagnosis_lines(runs: Runs, run: UUID) -> list[str]:
+    (diagnosis,) = [entry for entry in runs.logs[run] if entry.message.startswith(f"ECS task {TASK_ID} stopped")]
+    return diagnosis.message.splitlines()
+
+
+async def test_a_transient_start_failure_is_rescheduled_and_the_diagnosis_says_which_attempt() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    before = datetime.now(UTC)
+    await apply(effects_for(runs, stats=stats), decide(change("STOPPED", 3, stopped=CAPACITY), run))
+    ((_, proposal),) = runs.proposed
+    assert (proposal.type, proposal.name) == ("SCHEDULED", "AwaitingRetry")
+    assert proposal.message.startswith(f"{RESCHEDULE_MARK} (attempt 1 of 2, capacity unavailable): ECS task {TASK_ID}")
+    assert proposal.scheduled_time is not None
+    assert before + timedelta(seconds=30) <= proposal.scheduled_time <= datetime.now(UTC) + timedelta(seconds=30)
+    assert stats.reschedules == 1
+    assert stats.state_proposals == {"ACCEPT": 1}
+    at = proposal.scheduled_time.isoformat(timespec="seconds")
+    assert diagnosis_lines(runs, run)[-1] == (
+        f"Rescheduled (capacity unavailable): attempt 1 of 2; the worker starts the run again from {at}."
+    )
+
+
+async def test_a_run_whose_reschedules_are_used_is_crashed_and_the_diagnosis_says_why() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    rescheduled_before(runs, run, 2)
+    stats = Stats()
+    await apply(effects_for(runs, stats=stats), decide(change("STOPPED", 3, stopped=CAPACITY), run))
+    assert runs.names_proposed() == ["Crashed"]
+    assert stats.reschedules == 0
+    assert diagnosis_lines(runs, run)[-1] == (
+        "Not rescheduled (capacity unavailable): the 2 reschedule(s) allowed per flow run "
+        "(ECS_OBSERVER_START_RETRIES) are used."
+    )
+
+
+async def test_a_second_reschedule_counts_the_first_in_the_runs_history() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    rescheduled_before(runs, run, 1)
+    await apply(effects_for(runs), decide(change("STOPPED", 3, stopped=CAPACITY), run))
+    ((_, proposal),) = runs.proposed
+    assert proposal.message.startswith(f"{RESCHEDULE_MARK} (attempt 2 of 2, capacity unavailable)")
+
+
+@pytest.mark.parametrize("answer", ["REJECT", "ABORT"])
+async def test_awaiting_retry_refused_falls_back_to_crashed_with_a_note(answer: ProposalAnswer) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.answers[(run, "AwaitingRetry")] = answer
+    stats = Stats()
+    await apply(effects_for(runs, stats=stats), decide(change("STOPPED", 3, stopped=CAPACITY), run))
+    assert runs.names_proposed() == ["AwaitingRetry", "Crashed"]
+    assert runs.histories[run][-1].name == "Crashed"
+    assert runs.messages[run].startswith(f"ECS task {TASK_ID} stopped: the task failed to start")
+    assert stats.reschedules == 0
+    assert stats.state_proposals == {answer: 1, "ACCEPT": 1}
+    assert (
+        diagnosis_lines(runs, run)[-1]
+        == f"Not rescheduled (capacity unavailable): Prefect answered {answer} to AwaitingRetry."
+    )
+
+
+async def test_a_failed_stop_that_is_not_transient_is_crashed_with_a_diagnosis_of_no_reschedule() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    await apply(effects_for(runs, stats=stats), decide(change("STOPPED", 8, exit_code=1), run))
+    assert runs.names_proposed() == ["Crashed"]
+    assert diagnosis_lines(runs, run)[-1].startswith("Resolution: ")
+    assert stats.run_logs == 1
