@@ -96,7 +96,7 @@ class Runs(MemoryFlowRuns):
         self.answers: dict[tuple[UUID, str], ProposalAnswer] = {}
         self.failures: dict[tuple[UUID, str], Exception] = {}
         self.held: dict[tuple[UUID, str], asyncio.Event] = {}
-        self.log_failure: Exception | None = None
+        self.crash_log_failure: Exception | None = None  # for posts of crash logs (not the diagnosis)
 
     def names_proposed(self) -> list[str]:
         return [proposal.name for _, proposal in self.proposed]
@@ -117,8 +117,8 @@ class Runs(MemoryFlowRuns):
         return await super().propose(run_id, proposal)
 
     async def log(self, logs: Sequence[RunLog]) -> None:
-        if self.log_failure is not None:
-            raise self.log_failure
+        if self.crash_log_failure is not None and logs[0].message.startswith("The last"):
+            raise self.crash_log_failure
         await super().log(logs)
 
 
@@ -498,3 +498,167 @@ async def test_a_failed_stop_that_is_not_transient_is_crashed_with_a_diagnosis_o
     assert runs.names_proposed() == ["Crashed"]
     assert diagnosis_lines(runs, run)[-1].startswith("Resolution: ")
     assert stats.run_logs == 1
+
+
+# --- crash logs: whose, how many lines, and when there are none ---
+
+
+def crash_log_messages(runs: Runs, run: UUID) -> list[str]:
+    return [entry.message for entry in runs.logs[run] if not entry.message.startswith(f"ECS task {TASK_ID} stopped")]
+
+
+async def test_the_crash_logs_of_the_flows_container_are_posted_before_crashed() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    definitions, tails, stats = Definitions(), Tails(), Stats()
+    effects = effects_for(runs, stats=stats, definitions=definitions, tails=tails)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert definitions.asked == [(DEFINITION, "prefect")]
+    assert tails.asked == [(SOURCE, TASK_ID, 5)]
+    assert crash_log_messages(runs, run) == [
+        f"The last 2 line(s) of ECS task {TASK_ID}'s container:",
+        "Traceback (most recent call last):",
+        "KeyError: 'x'",
+    ]
+    assert runs.names_proposed() == ["Crashed"]
+    assert stats.run_logs == 2  # the crash logs, the diagnosis
+    assert stats.retries == {}
+
+
+async def test_a_stops_only_container_is_the_one_whose_logs_are_read_whatever_its_name() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    definitions = Definitions()
+    stopped = {"containers": [{"name": "main", "lastStatus": "STOPPED", "exitCode": 1}]}
+    effects = effects_for(runs, definitions=definitions, tails=Tails())
+    await apply(effects, decide(change("STOPPED", 8, stopped=stopped), run, crash_log_lines=5))
+    assert definitions.asked == [(DEFINITION, "main")]
+
+
+async def test_of_several_containers_the_configured_ones_logs_are_read() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    definitions = Definitions()
+    containers = [
+        {"name": "sidecar", "lastStatus": "STOPPED", "exitCode": 0},
+        {"name": "flow", "lastStatus": "STOPPED", "exitCode": 1},
+    ]
+    config = ObserverConfig(container_name="flow")
+    effects = effects_for(runs, definitions=definitions, tails=Tails(), container_name="flow")
+    decision = decide(change("STOPPED", 8, stopped={"containers": containers}), run, crash_log_lines=5, config=config)
+    await apply(effects, decision)
+    assert definitions.asked == [(DEFINITION, "flow")]
+
+
+async def test_a_definition_without_awslogs_posts_no_crash_logs_and_says_so_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    tails = Tails()
+    effects = effects_for(runs, definitions=Definitions(source=None), tails=tails)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert tails.asked == []
+    assert crash_log_messages(runs, run) == []
+    assert f"task definition {DEFINITION}: no awslogs configuration for the flow's container" in messages(
+        caplog, logging.DEBUG
+    )
+
+
+async def test_a_task_without_a_log_stream_posts_no_crash_logs_and_names_the_stream_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    effects = effects_for(runs, stats=stats, definitions=Definitions(), tails=Tails(lines=None))
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert crash_log_messages(runs, run) == []
+    assert stats.run_logs == 1  # the diagnosis alone
+    assert f"no log stream ecs/prefect/{TASK_ID} in /ecs/prefect-flow for task {ARN}" in messages(caplog, logging.DEBUG)
+
+
+async def test_crash_logs_cloudwatch_fails_to_give_are_asked_again_and_counted_as_its_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    tails = Tails(failures=2)
+    effects = effects_for(runs, stats=stats, definitions=Definitions(), tails=tails)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert len(tails.asked) == 3
+    assert stats.retries == {"crash_logs": 2}
+    assert len(crash_log_messages(runs, run)) == 3
+    assert messages(caplog, logging.WARNING) == [
+        f"CloudWatch Logs is failing: fetching the crash logs of task {ARN} failed: ServiceUnavailableException "
+        "(retrying; logged once until it answers again)"
+    ]
+
+
+async def test_crash_logs_are_given_up_after_six_attempts_with_a_warning_and_the_run_still_crashed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    tails = Tails(failures=6)
+    effects = effects_for(runs, stats=stats, definitions=Definitions(), tails=tails)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert len(tails.asked) == 6
+    assert stats.retries == {"crash_logs": 5}
+    assert crash_log_messages(runs, run) == []
+    assert runs.names_proposed() == ["Crashed"]
+    assert messages(caplog, logging.WARNING)[-1] == (
+        f"fetching the crash logs of task {ARN} failed 6 times; giving up: ServiceUnavailableException"
+    )
+
+
+@pytest.mark.parametrize("side", ["definitions", "container logs"])
+async def test_without_task_definitions_or_container_logs_no_crash_logs_are_fetched(
+    side: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    definitions, tails = Definitions(), Tails()
+    if side == "definitions":
+        effects = effects_for(runs, stats=stats, tails=tails)
+    else:
+        effects = effects_for(runs, stats=stats, definitions=definitions)
+    await apply(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    assert definitions.asked == []
+    assert tails.asked == []
+    assert stats.retries == {}
+    assert messages(caplog, logging.WARNING) == []
+    assert runs.names_proposed() == ["Crashed"]
+
+
+async def test_a_run_that_ran_gets_no_crash_logs() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.histories[run].append(RunState("RUNNING", "Running"))
+    runs.state_messages[run].append("")
+    runs.state_times[run].append(T0)
+    definitions = Definitions()
+    await apply(
+        effects_for(runs, definitions=definitions, tails=Tails()),
+        decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5),
+    )
+    assert definitions.asked == []
+    assert runs.names_proposed() == ["Crashed"]
+
+
+async def test_crash_logs_prefect_will_not_take_fail_the_message_but_the_run_is_crashed_first() -> None:
+    """Their post failing does not hold the state: proposed anyway, then the message comes back."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    runs.crash_log_failure = RuntimeError("HTTP 503 from /logs/")
+    effects = effects_for(runs, definitions=Definitions(), tails=Tails())
+    task = started(effects, decide(change("STOPPED", 8, exit_code=1), run, crash_log_lines=5))
+    with pytest.raises(RuntimeError, match="HTTP 503"):
+        await task
+    assert runs.histories[run][-1].name == "Crashed"
+    assert runs.logs[run] == []  # the diagnosis is the redelivery's to write
