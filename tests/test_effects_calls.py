@@ -23,6 +23,7 @@ from ecs_observer.app.demo.runs import MemoryFlowRuns
 from ecs_observer.app.demo.samples import state_change
 from ecs_observer.core.decision import Forward, forward
 from ecs_observer.core.run_states import RESCHEDULE_MARK, LogSource, Proposal, ProposalAnswer, RunLog, RunState
+from ecs_observer.core.task_record import DONE, expires_after
 from ecs_observer.pipeline.config import ObserverConfig
 from ecs_observer.pipeline.effects import Effects
 from ecs_observer.ports import Claim
@@ -187,7 +188,7 @@ def effects_for(
     **settings: Any,
 ) -> Effects:
     config = ObserverConfig(**{"linger": 0.005, "backoff": FAST, **settings})
-    return Effects(runs, store or Store(), stats or Stats(), config, definitions, tails)
+    return Effects(runs, store if store is not None else Store(), stats or Stats(), config, definitions, tails)
 
 
 async def apply(effects: Effects, *decisions: Forward) -> None:
@@ -662,3 +663,116 @@ async def test_crash_logs_prefect_will_not_take_fail_the_message_but_the_run_is_
         await task
     assert runs.histories[run][-1].name == "Crashed"
     assert runs.logs[run] == []  # the diagnosis is the redelivery's to write
+
+
+# --- deregistering the worker's task definition ---
+
+
+async def test_a_tagged_tasks_definition_is_deregistered_once_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    definitions = Definitions(failures=2)
+    effects = effects_for(runs, stats=stats, definitions=definitions)
+    stopped = change("STOPPED", 8)  # a clean exit: nothing for the run, the definition all the same
+    await apply(effects, decide(stopped, run, deregister=True))
+    await apply(effects, decide(stopped, run, deregister=True))  # its redelivery
+    assert definitions.deregisters == [DEFINITION] * 3
+    assert stats.deregistered == 1
+    assert stats.retries == {"deregister": 2}
+    assert f"task definition {DEFINITION} deregistered (task {TASK_ID} stopped)" in messages(caplog, logging.INFO)
+    assert messages(caplog, logging.WARNING) == [
+        f"ECS is failing: DeregisterTaskDefinition {DEFINITION} failed: ThrottlingException: Rate exceeded "
+        "(retrying; logged once until it answers again)"
+    ]
+
+
+async def test_a_deregistration_ecs_keeps_refusing_is_given_up_after_six_attempts_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    stats = Stats()
+    definitions = Definitions(failures=6)
+    await apply(
+        effects_for(runs, stats=stats, definitions=definitions), decide(change("STOPPED", 8), run, deregister=True)
+    )
+    assert len(definitions.deregisters) == 6
+    assert stats.deregistered == 0
+    assert messages(caplog, logging.WARNING)[-1] == (
+        f"DeregisterTaskDefinition {DEFINITION} failed 6 times; giving up: ThrottlingException: Rate exceeded"
+    )
+
+
+# --- once per task: the claims asked of the task-state store ---
+
+
+async def test_each_effect_of_a_stop_is_claimed_and_marked_done_under_its_own_name_until_the_task_expires() -> None:
+    """The names are the shared table's attributes (`once_<what>`): replicas of two versions must agree."""
+    run = uuid.uuid4()
+    runs = Runs([run])
+    store = Store()
+    effects = effects_for(runs, store=store, definitions=Definitions(), tails=Tails())
+    stopped = change("STOPPED", 3, stopped=CAPACITY)
+    await apply(effects, decide(stopped, run, deregister=True, crash_log_lines=5))
+    expires = expires_after("STOPPED", stopped.occurred)
+    whats = ["crash-logs", "run-state", "diagnosis", "deregister"]
+    assert store.onces == [(ARN, what, stopped.event_id, expires, 60.0, "mine") for what in whats]
+    assert store.dones == [(ARN, what, expires) for what in whats]
+    (record,) = (await store.load([ARN])).values()
+    assert sorted(record.claims) == sorted((what, DONE, 0.0) for what in whats)
+
+
+async def test_a_duplicate_of_a_stop_under_another_event_id_does_each_effect_no_second_time() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    store, stats = Store(), Stats()
+    definitions, tails = Definitions(), Tails()
+    effects = effects_for(runs, store=store, stats=stats, definitions=definitions, tails=tails)
+    stopped = change("STOPPED", 3, stopped=CAPACITY)
+    again = change("STOPPED", 3, stopped=CAPACITY)  # the same change, another event id
+    await apply(effects, decide(stopped, run, deregister=True, crash_log_lines=5))
+    runs.histories[run].append(RunState("PENDING", "Pending"))  # the worker took the rescheduled run back
+    runs.state_messages[run].append("")
+    runs.state_times[run].append(T0)
+    await apply(effects, decide(again, run, deregister=True, crash_log_lines=5))
+    assert runs.names_proposed() == ["AwaitingRetry"]
+    assert stats.reschedules == 1
+    assert stats.run_logs == 2
+    assert len(tails.asked) == 1
+    assert len(definitions.deregisters) == 1
+    assert [claim for *_, claim in store.onces[4:]] == ["done"] * 4
+
+
+# --- a sweep's own proposal, made only while the run is active on the task ---
+
+
+@pytest.mark.parametrize(
+    ("state", "proposed"),
+    [
+        (RunState("RUNNING", "Running", ARN), True),
+        (RunState("RUNNING", "Running"), True),  # no infrastructure_pid: taken as this task's
+        (RunState("RUNNING", "Running", OTHER), False),  # moved on to another task
+        (RunState("COMPLETED", "Completed", ARN), False),
+        (None, False),  # Prefect does not know it
+    ],
+)
+async def test_a_sweeps_proposal_is_made_only_while_the_run_is_active_on_the_task(
+    state: RunState | None, proposed: bool
+) -> None:
+    run = uuid.uuid4()
+    runs = Runs([run] if state is not None else [])
+    if state is not None:
+        runs.histories[run] = [state]
+        if state.task_arn is not None:
+            runs.pids[run] = f"prefect::{state.task_arn}"  # as the worker writes it
+    stats = Stats()
+    effects = effects_for(runs, stats=stats)
+    crash = Proposal("CRASHED", "Crashed", f"ECS task {TASK_ID} is gone")
+    answer = await effects.propose_while_on(run, ARN, crash)
+    assert answer == ("ACCEPT" if proposed else None)
+    assert runs.proposed == ([(run, crash)] if proposed else [])
+    assert stats.state_proposals == ({"ACCEPT": 1} if proposed else {})
