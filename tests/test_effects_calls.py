@@ -7,9 +7,11 @@ memory task-state store and small port fakes that record each call: no server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -776,3 +778,16 @@ async def test_a_sweeps_proposal_is_made_only_while_the_run_is_active_on_the_tas
     assert answer == ("ACCEPT" if proposed else None)
     assert runs.proposed == ([(run, crash)] if proposed else [])
     assert stats.state_proposals == ({"ACCEPT": 1} if proposed else {})
+
+
+async def test_effects_that_are_done_are_not_kept_so_memory_does_not_grow_with_every_task_seen() -> None:
+    run = uuid.uuid4()
+    runs = Runs([run])
+    effects = effects_for(runs)
+    task = started(effects, decide(change("PROVISIONING", 1), run))
+    await task
+    await asyncio.sleep(0)  # its done callbacks
+    gone = weakref.ref(task)
+    del task
+    gc.collect()
+    assert gone() is None
