@@ -7,29 +7,15 @@ linger of a second takes no time and a send's instant is exact.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
 from ecs_observer.support.batcher import Batcher
 
-from .sim.clock import VirtualClock, VirtualLoop
+from .sim.clock import virtual
 
 T = TypeVar("T")
-
-
-def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    """Runs `main` in virtual time; an error only the loop saw (in a callback) fails the test too."""
-    loop = VirtualLoop(VirtualClock())
-    unhandled: list[str] = []
-    loop.set_exception_handler(lambda _, context: unhandled.append(str(context.get("exception", context))))
-    try:
-        answer = loop.run_until_complete(main())
-    finally:
-        loop.close()
-    assert unhandled == []
-    return answer
 
 
 def now() -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 from uuid import UUID, uuid4
 
@@ -17,17 +17,9 @@ from ecs_observer.core.translate import PrefectEvent
 from ecs_observer.pipeline.forwarder import Forwarder
 from ecs_observer.ports import EncodedEvent
 
-from .sim.clock import VirtualClock, VirtualLoop
+from .sim.clock import virtual
 
 T = TypeVar("T")
-
-
-def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    loop = VirtualLoop(VirtualClock())
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def now() -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -18,19 +18,9 @@ from ecs_observer.pipeline.leases import Leases
 from ecs_observer.ports import Message
 from ecs_observer.support.stats import Stats
 
-from .sim.clock import VirtualClock, VirtualLoop, reading
+from .sim.clock import virtual
 
 T = TypeVar("T")
-
-
-def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    clock = VirtualClock()
-    loop = VirtualLoop(clock)
-    try:
-        with reading(clock):
-            return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def now() -> float:

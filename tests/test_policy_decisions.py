@@ -32,7 +32,8 @@ from ecs_observer.pipeline.tags import TagLookup
 from ecs_observer.ports import DescribeFailure, TaskView
 from ecs_observer.support.stats import Stats
 
-from .sim.clock import VirtualClock, VirtualLoop, reading
+from .sim.clock import VirtualClock
+from .sim.clock import virtual as run_virtual
 
 T = TypeVar("T")
 
@@ -44,17 +45,7 @@ OTHER = "arn:aws:ecs:us-east-1:123456789012:task/prefect/fedcba9876543210fedcba9
 
 
 def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    """`main()` on virtual time; whatever asyncio would report as unhandled fails the test."""
-    loop = VirtualLoop(CLOCK)
-    unhandled: list[dict[str, object]] = []
-    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
-    try:
-        with reading(CLOCK):
-            result = loop.run_until_complete(main())
-    finally:
-        loop.close()
-    assert unhandled == []
-    return result
+    return run_virtual(main, CLOCK)
 
 
 class Ecs:

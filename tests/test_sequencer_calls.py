@@ -3,16 +3,18 @@
 A change whose predecessor is recorded goes at once with one write; a redelivery of a decided change writes
 nothing and keeps its `follows`; a change that arrives before its predecessor is recorded pending, then
 settled to follow it once it comes (or, when it never comes, once the window has been quiet); the same change
-under another event id is answered with the first one's link. No server: the single-replica store, counted.
+under another event id is answered with the first one's link. No server: the single-replica store, counted,
+in virtual time (the waits are exact, whatever the machine's load).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 
 from ecs_observer import TaskStateChange, decode
@@ -21,6 +23,8 @@ from ecs_observer.app.demo.samples import state_change
 from ecs_observer.core.chain import Link
 from ecs_observer.core.task_record import STOPPED_RETENTION, TaskRecord
 from ecs_observer.pipeline.sequencer import Sequencer
+
+from .sim.clock import virtual
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
@@ -50,6 +54,14 @@ class Counted(MemoryTaskState):
         return await super().settle(task_arn, link, expires)
 
 
+def in_virtual_time(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    @functools.wraps(test)
+    def run() -> None:
+        virtual(test)
+
+    return run
+
+
 def change(version: int, status: str = "RUNNING", event_id: uuid.UUID | None = None) -> TaskStateChange:
     body = state_change(ARN, status, version, START + timedelta(seconds=10 * version), event_id=event_id)
     decoded = decode(json.dumps(body))
@@ -57,6 +69,7 @@ def change(version: int, status: str = "RUNNING", event_id: uuid.UUID | None = N
     return decoded
 
 
+@in_virtual_time
 async def test_a_change_after_its_recorded_predecessor_goes_at_once_with_one_write() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -70,6 +83,7 @@ async def test_a_change_after_its_recorded_predecessor_goes_at_once_with_one_wri
     assert store.calls == Counter(load=2, record=2)  # one read and one write each, no settle
 
 
+@in_virtual_time
 async def test_a_history_given_with_the_batch_saves_the_read() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -83,6 +97,7 @@ async def test_a_history_given_with_the_batch_saves_the_read() -> None:
     assert store.calls == Counter(record=1)
 
 
+@in_virtual_time
 async def test_a_redelivered_change_keeps_its_follows_and_writes_nothing() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -95,6 +110,7 @@ async def test_a_redelivered_change_keeps_its_follows_and_writes_nothing() -> No
     assert store.calls == Counter(load=1)
 
 
+@in_virtual_time
 async def test_the_same_change_under_another_id_is_answered_with_the_first_ones_link() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -106,6 +122,7 @@ async def test_the_same_change_under_another_id_is_answered_with_the_first_ones_
     assert store.calls["record"] == 1  # the twin wrote nothing
 
 
+@in_virtual_time
 async def test_a_change_before_its_predecessor_waits_pending_then_follows_it() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -124,6 +141,7 @@ async def test_a_change_before_its_predecessor_waits_pending_then_follows_it() -
     assert store.calls["settle"] == 1  # the pending record settled, once
 
 
+@in_virtual_time
 async def test_a_predecessor_that_never_comes_costs_one_quiet_window() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -138,6 +156,7 @@ async def test_a_predecessor_that_never_comes_costs_one_quiet_window() -> None:
     assert (store.calls["record"], store.calls["settle"]) == (2, 1)
 
 
+@in_virtual_time
 async def test_a_stopped_changes_links_expire_after_the_stopped_retention() -> None:
     store = Counted()
     sequencer = Sequencer(store, WINDOW)
@@ -146,6 +165,7 @@ async def test_a_stopped_changes_links_expire_after_the_stopped_retention() -> N
     assert store.expiries == [stopped.occurred + STOPPED_RETENTION]
 
 
+@in_virtual_time
 async def test_a_later_change_returns_after_an_earlier_one_it_follows_pending() -> None:
     """Handed on in version order: the pipeline then proposes the task's states in that order."""
     store = Counted()

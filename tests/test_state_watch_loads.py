@@ -7,24 +7,16 @@ In virtual time (tests/sim/clock.py): each load's instant is exact.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import TypeVar
 
 from ecs_observer.adapters.memory import MemoryTaskState
 from ecs_observer.core.task_record import TaskRecord
 from ecs_observer.pipeline.watch import StateWatch
 
-from .sim.clock import VirtualClock, VirtualLoop
+from .sim.clock import virtual
 
 T = TypeVar("T")
-
-
-def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    loop = VirtualLoop(VirtualClock())
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def now() -> float:

@@ -36,7 +36,8 @@ from ecs_observer.ports import DescribeFailure, TaskView
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
 
-from .sim.clock import VirtualClock, VirtualLoop, reading
+from .sim.clock import VirtualClock
+from .sim.clock import virtual as run_virtual
 
 T = TypeVar("T")
 
@@ -49,18 +50,7 @@ Scripts = Mapping[str, Sequence[Mapping[str, str] | DescribeFailure | None]]  # 
 
 
 def virtual(main: Callable[[], Awaitable[T]]) -> T:
-    """`main()` on virtual time; whatever asyncio would report as unhandled (an exception nobody retrieved,
-    a callback that failed) fails the test."""
-    loop = VirtualLoop(CLOCK)
-    unhandled: list[dict[str, object]] = []
-    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
-    try:
-        with reading(CLOCK):
-            result = loop.run_until_complete(main())
-    finally:
-        loop.close()
-    assert unhandled == []
-    return result
+    return run_virtual(main, CLOCK)
 
 
 def now() -> float:

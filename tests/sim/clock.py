@@ -21,11 +21,13 @@ import selectors
 import sys
 import time as _time
 import types
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Deadlock", "VirtualClock", "VirtualLoop", "reading"]
+T = TypeVar("T")
+
+__all__ = ["Deadlock", "VirtualClock", "VirtualLoop", "reading", "virtual"]
 
 # The wall-clock instant virtual time 0 stands for.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,3 +145,20 @@ def reading(clock: VirtualClock) -> Iterator[None]:
     finally:
         for module, attr, value in saved:
             setattr(module, attr, value)
+
+
+def virtual(main: Callable[[], Awaitable[T]], clock: VirtualClock | None = None) -> T:
+    """`main()` run in virtual time, the observer's clocks reading it too (`reading`), for the tests that
+    drive one part of the pipeline: whatever asyncio would report as unhandled (an exception nobody
+    retrieved, a callback that failed) fails the test."""
+    clock = clock or VirtualClock()
+    loop = VirtualLoop(clock)
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        with reading(clock):
+            result = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert unhandled == [], unhandled
+    return result
