@@ -69,6 +69,15 @@ def change(version: int, status: str = "RUNNING", event_id: uuid.UUID | None = N
     return decoded
 
 
+async def started() -> tuple[Counted, Sequencer, TaskStateChange]:
+    """A counted store, and a sequencer that has recorded the task's first change in it."""
+    store = Counted()
+    sequencer = Sequencer(store, WINDOW)
+    first = change(1, "PROVISIONING")
+    await sequencer.sequence(first)
+    return store, sequencer, first
+
+
 @in_virtual_time
 async def test_a_change_after_its_recorded_predecessor_goes_at_once_with_one_write() -> None:
     store = Counted()
@@ -112,10 +121,7 @@ async def test_a_redelivered_change_keeps_its_follows_and_writes_nothing() -> No
 
 @in_virtual_time
 async def test_the_same_change_under_another_id_is_answered_with_the_first_ones_link() -> None:
-    store = Counted()
-    sequencer = Sequencer(store, WINDOW)
-    first = change(1, "PROVISIONING")
-    await sequencer.sequence(first)
+    store, sequencer, first = await started()
     twin = change(1, "PROVISIONING", event_id=uuid.uuid4())
     kept = await sequencer.sequence(twin)
     assert kept.event_id == first.event_id
@@ -124,10 +130,8 @@ async def test_the_same_change_under_another_id_is_answered_with_the_first_ones_
 
 @in_virtual_time
 async def test_a_change_before_its_predecessor_waits_pending_then_follows_it() -> None:
-    store = Counted()
-    sequencer = Sequencer(store, WINDOW)
-    first, second, third = change(1, "PROVISIONING"), change(2, "PENDING"), change(3, "RUNNING")
-    await sequencer.sequence(first)
+    store, sequencer, first = await started()
+    second, third = change(2, "PENDING"), change(3, "RUNNING")
     waiting = asyncio.create_task(sequencer.sequence(third))
     while store.calls["record"] < 2:  # the third, recorded pending: the second can follow it while it waits
         await asyncio.sleep(0.01)
@@ -143,10 +147,7 @@ async def test_a_change_before_its_predecessor_waits_pending_then_follows_it() -
 
 @in_virtual_time
 async def test_a_predecessor_that_never_comes_costs_one_quiet_window() -> None:
-    store = Counted()
-    sequencer = Sequencer(store, WINDOW)
-    first = change(1, "PROVISIONING")
-    await sequencer.sequence(first)
+    store, sequencer, first = await started()
     loop = asyncio.get_running_loop()
     began = loop.time()
     kept = await asyncio.wait_for(sequencer.sequence(change(3, "RUNNING")), timeout=10 * WINDOW)
@@ -168,10 +169,8 @@ async def test_a_stopped_changes_links_expire_after_the_stopped_retention() -> N
 @in_virtual_time
 async def test_a_later_change_returns_after_an_earlier_one_it_follows_pending() -> None:
     """Handed on in version order: the pipeline then proposes the task's states in that order."""
-    store = Counted()
-    sequencer = Sequencer(store, WINDOW)
-    first, second, third = change(1, "PROVISIONING"), change(2, "PENDING"), change(3, "RUNNING")
-    await sequencer.sequence(first)
+    store, sequencer, _ = await started()
+    second, third = change(2, "PENDING"), change(3, "RUNNING")
     order: list[int] = []
 
     async def sequenced(c: TaskStateChange) -> None:
