@@ -76,3 +76,11 @@ async def test_an_answer_to_ask_again_about_is_retried_but_is_no_outage(caplog: 
     assert stats.retries == {"delete": 1}
     assert stats.dependencies.failing_for("SQS") == 0
     assert "DeleteMessageBatch failed: 1 entry failed: InternalError; retrying (attempt 1)" in caplog.text
+
+
+def test_the_delay_of_a_caller_retrying_for_hours_stays_at_the_maximum() -> None:
+    """A task ECS will not describe is asked again for `describe_failure_limit` (up to a day): with the default
+    backoff, attempt 1,025 comes after 8.5 hours, where 2.0 ** 1024 overflowed and failed its whole batch."""
+    backoff = Backoff(0.5, 30.0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 7, 8)] == [0.5, 1.0, 2.0, 30.0, 30.0]
+    assert backoff.delay(1025) == backoff.delay(100_000) == 30.0

@@ -90,8 +90,10 @@ class Backoff:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def delay(self, attempt: int) -> float:
-        """The wait before retry number `attempt` (from 1) of a caller that retries by itself."""
-        return float(min(self.initial * 2.0 ** (attempt - 1), self.maximum))
+        """The wait before retry number `attempt` (from 1) of a caller that retries by itself. The exponent is
+        capped: past attempt 1,024, 2.0 ** attempt overflows a float (a task ECS will not describe, asked again
+        for a failure limit of hours, failed its whole DescribeTasks batch with OverflowError)."""
+        return float(min(self.initial * 2.0 ** min(attempt - 1, 64), self.maximum))
 
     def retrying(self, retry: Retrying) -> None:
         """Tell the hooks of a retry made by the caller itself (one scheduled for later)."""
