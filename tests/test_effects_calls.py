@@ -32,6 +32,8 @@ from ecs_observer.ports import Claim
 from ecs_observer.support.backoff import Backoff
 from ecs_observer.support.stats import Stats
 
+from .sim.clock import EPOCH, in_virtual_time
+
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
 OTHER = "arn:aws:ecs:us-east-1:123456789012:task/prefect/fedcba9876543210fedcba9876543210"
 TASK_ID = ARN.rsplit("/", 1)[1]
@@ -224,6 +226,12 @@ def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 # --- the flow run's name in the log lines ---
 
 
+def wall() -> datetime:
+    """The wall clock the observer reads in virtual time (`tests.sim.clock.reading`)."""
+    return EPOCH + timedelta(seconds=asyncio.get_running_loop().time())
+
+
+@in_virtual_time
 async def test_an_accepted_proposal_is_logged_at_info_with_the_runs_name_and_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -236,6 +244,7 @@ async def test_an_accepted_proposal_is_logged_at_info_with_the_runs_name_and_id(
     ]
 
 
+@in_virtual_time
 async def test_a_run_without_a_name_is_logged_by_its_id_alone_and_a_refusal_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -248,6 +257,7 @@ async def test_a_run_without_a_name_is_logged_by_its_id_alone_and_a_refusal_at_d
     assert f"flow run {run}: InfrastructurePending proposed (task {TASK_ID}): REJECT" in messages(caplog, logging.DEBUG)
 
 
+@in_virtual_time
 async def test_a_sweeps_observation_has_no_event_and_names_the_run_by_its_id(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     run = uuid.uuid4()
@@ -262,6 +272,7 @@ async def test_a_sweeps_observation_has_no_event_and_names_the_run_by_its_id(cap
 
 
 @pytest.mark.parametrize("answer", ["ACCEPT", "REJECT", "ABORT"])
+@in_virtual_time
 async def test_once_prefect_answered_infrastructure_pending_the_next_placing_change_reads_nothing(
     answer: ProposalAnswer,
 ) -> None:
@@ -277,6 +288,7 @@ async def test_once_prefect_answered_infrastructure_pending_the_next_placing_cha
     assert stats.state_proposals == {answer: 1}
 
 
+@in_virtual_time
 async def test_after_wait_infrastructure_pending_is_read_and_proposed_again() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -290,6 +302,7 @@ async def test_after_wait_infrastructure_pending_is_read_and_proposed_again() ->
     assert stats.state_proposals == {"WAIT": 2}
 
 
+@in_virtual_time
 async def test_a_crashed_run_is_still_read_for_a_late_placing_change_of_its_task() -> None:
     """Only InfrastructurePending marks the task placed: after Crashed a (late) PENDING still reads the run."""
     run = uuid.uuid4()
@@ -301,6 +314,7 @@ async def test_a_crashed_run_is_still_read_for_a_late_placing_change_of_its_task
     assert runs.names_proposed() == ["Crashed"]
 
 
+@in_virtual_time
 async def test_a_run_prefect_does_not_know_is_counted_missing_each_time(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     run = uuid.uuid4()
@@ -314,6 +328,7 @@ async def test_a_run_prefect_does_not_know_is_counted_missing_each_time(caplog: 
     assert messages(caplog, logging.DEBUG).count(f"flow run {run} of task {ARN} does not exist") == 2
 
 
+@in_virtual_time
 async def test_reads_of_the_same_run_in_one_linger_ask_prefect_for_it_once() -> None:
     """Two tasks of one run (a retry's) placed at once: one read, naming the run once."""
     run = uuid.uuid4()
@@ -328,6 +343,7 @@ async def test_reads_of_the_same_run_in_one_linger_ask_prefect_for_it_once() -> 
 # --- one task's effects in order; other tasks' not held by them ---
 
 
+@in_virtual_time
 async def test_a_tasks_later_effects_wait_for_its_earlier_ones_and_a_redelivery_finds_them_done(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -358,6 +374,7 @@ async def test_a_tasks_later_effects_wait_for_its_earlier_ones_and_a_redelivery_
     assert errors(caplog) == []  # nothing failed in a done callback either
 
 
+@in_virtual_time
 async def test_another_tasks_effects_go_on_while_one_tasks_are_held() -> None:
     run, other = uuid.uuid4(), uuid.uuid4()
     runs = Runs([run, other])
@@ -373,6 +390,7 @@ async def test_another_tasks_effects_go_on_while_one_tasks_are_held() -> None:
     await first
 
 
+@in_virtual_time
 async def test_an_earlier_effect_that_failed_does_not_fail_the_tasks_later_ones(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -391,6 +409,7 @@ async def test_an_earlier_effect_that_failed_does_not_fail_the_tasks_later_ones(
     assert errors(caplog) == []
 
 
+@in_virtual_time
 async def test_a_decision_without_effects_schedules_nothing() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -398,6 +417,7 @@ async def test_a_decision_without_effects_schedules_nothing() -> None:
     assert runs.reads == []
 
 
+@in_virtual_time
 async def test_close_returns_once_the_effects_under_way_have_ended() -> None:
     """A stopped replica calls nothing after its run returned (seeds 221, 237)."""
     run = uuid.uuid4()
@@ -433,17 +453,18 @@ def diagnosis_lines(runs: Runs, run: UUID) -> list[str]:
     return diagnosis.message.splitlines()
 
 
+@in_virtual_time
 async def test_a_transient_start_failure_is_rescheduled_and_the_diagnosis_says_which_attempt() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
     stats = Stats()
-    before = datetime.now(UTC)
+    before = wall()
     await apply(effects_for(runs, stats=stats), decide(change("STOPPED", 3, stopped=CAPACITY), run))
     ((_, proposal),) = runs.proposed
     assert (proposal.type, proposal.name) == ("SCHEDULED", "AwaitingRetry")
     assert proposal.message.startswith(f"{RESCHEDULE_MARK} (attempt 1 of 2, capacity unavailable): ECS task {TASK_ID}")
     assert proposal.scheduled_time is not None
-    assert before + timedelta(seconds=30) <= proposal.scheduled_time <= datetime.now(UTC) + timedelta(seconds=30)
+    assert before + timedelta(seconds=30) <= proposal.scheduled_time <= wall() + timedelta(seconds=30)
     assert stats.reschedules == 1
     assert stats.state_proposals == {"ACCEPT": 1}
     at = proposal.scheduled_time.isoformat(timespec="seconds")
@@ -452,6 +473,7 @@ async def test_a_transient_start_failure_is_rescheduled_and_the_diagnosis_says_w
     )
 
 
+@in_virtual_time
 async def test_a_run_whose_reschedules_are_used_is_crashed_and_the_diagnosis_says_why() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -466,6 +488,7 @@ async def test_a_run_whose_reschedules_are_used_is_crashed_and_the_diagnosis_say
     )
 
 
+@in_virtual_time
 async def test_a_second_reschedule_counts_the_first_in_the_runs_history() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -476,6 +499,7 @@ async def test_a_second_reschedule_counts_the_first_in_the_runs_history() -> Non
 
 
 @pytest.mark.parametrize("answer", ["REJECT", "ABORT"])
+@in_virtual_time
 async def test_awaiting_retry_refused_falls_back_to_crashed_with_a_note(answer: ProposalAnswer) -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -493,6 +517,7 @@ async def test_awaiting_retry_refused_falls_back_to_crashed_with_a_note(answer: 
     )
 
 
+@in_virtual_time
 async def test_a_failed_stop_that_is_not_transient_is_crashed_with_a_diagnosis_of_no_reschedule() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -510,6 +535,7 @@ def crash_log_messages(runs: Runs, run: UUID) -> list[str]:
     return [entry.message for entry in runs.logs[run] if not entry.message.startswith(f"ECS task {TASK_ID} stopped")]
 
 
+@in_virtual_time
 async def test_the_crash_logs_of_the_flows_container_are_posted_before_crashed() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -528,6 +554,7 @@ async def test_the_crash_logs_of_the_flows_container_are_posted_before_crashed()
     assert stats.retries == {}
 
 
+@in_virtual_time
 async def test_a_stops_only_container_is_the_one_whose_logs_are_read_whatever_its_name() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -538,6 +565,7 @@ async def test_a_stops_only_container_is_the_one_whose_logs_are_read_whatever_it
     assert definitions.asked == [(DEFINITION, "main")]
 
 
+@in_virtual_time
 async def test_of_several_containers_the_configured_ones_logs_are_read() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -553,6 +581,7 @@ async def test_of_several_containers_the_configured_ones_logs_are_read() -> None
     assert definitions.asked == [(DEFINITION, "flow")]
 
 
+@in_virtual_time
 async def test_a_definition_without_awslogs_posts_no_crash_logs_and_says_so_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -569,6 +598,7 @@ async def test_a_definition_without_awslogs_posts_no_crash_logs_and_says_so_at_d
     )
 
 
+@in_virtual_time
 async def test_a_task_without_a_log_stream_posts_no_crash_logs_and_names_the_stream_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -583,6 +613,7 @@ async def test_a_task_without_a_log_stream_posts_no_crash_logs_and_names_the_str
     assert f"no log stream ecs/prefect/{TASK_ID} in /ecs/prefect-flow for task {ARN}" in messages(caplog, logging.DEBUG)
 
 
+@in_virtual_time
 async def test_crash_logs_cloudwatch_fails_to_give_are_asked_again_and_counted_as_its_retries(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -601,6 +632,7 @@ async def test_crash_logs_cloudwatch_fails_to_give_are_asked_again_and_counted_a
     ]
 
 
+@in_virtual_time
 async def test_crash_logs_are_given_up_after_six_attempts_with_a_warning_and_the_run_still_crashed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -620,6 +652,7 @@ async def test_crash_logs_are_given_up_after_six_attempts_with_a_warning_and_the
 
 
 @pytest.mark.parametrize("side", ["definitions", "container logs"])
+@in_virtual_time
 async def test_without_task_definitions_or_container_logs_no_crash_logs_are_fetched(
     side: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -639,6 +672,7 @@ async def test_without_task_definitions_or_container_logs_no_crash_logs_are_fetc
     assert runs.names_proposed() == ["Crashed"]
 
 
+@in_virtual_time
 async def test_a_run_that_ran_gets_no_crash_logs() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -654,6 +688,7 @@ async def test_a_run_that_ran_gets_no_crash_logs() -> None:
     assert runs.names_proposed() == ["Crashed"]
 
 
+@in_virtual_time
 async def test_crash_logs_prefect_will_not_take_fail_the_message_but_the_run_is_crashed_first() -> None:
     """Their post failing does not hold the state: proposed anyway, then the message comes back."""
     run = uuid.uuid4()
@@ -670,6 +705,7 @@ async def test_crash_logs_prefect_will_not_take_fail_the_message_but_the_run_is_
 # --- deregistering the worker's task definition ---
 
 
+@in_virtual_time
 async def test_a_tagged_tasks_definition_is_deregistered_once_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -692,6 +728,7 @@ async def test_a_tagged_tasks_definition_is_deregistered_once_counted_and_logged
     ]
 
 
+@in_virtual_time
 async def test_a_deregistration_ecs_keeps_refusing_is_given_up_after_six_attempts_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -712,6 +749,7 @@ async def test_a_deregistration_ecs_keeps_refusing_is_given_up_after_six_attempt
 # --- once per task: the claims asked of the task-state store ---
 
 
+@in_virtual_time
 async def test_each_effect_of_a_stop_is_claimed_and_marked_done_under_its_own_name_until_the_task_expires() -> None:
     """The names are the shared table's attributes (`once_<what>`): replicas of two versions must agree."""
     run = uuid.uuid4()
@@ -728,6 +766,7 @@ async def test_each_effect_of_a_stop_is_claimed_and_marked_done_under_its_own_na
     assert sorted(record.claims) == sorted((what, DONE, 0.0) for what in whats)
 
 
+@in_virtual_time
 async def test_a_duplicate_of_a_stop_under_another_event_id_does_each_effect_no_second_time() -> None:
     run = uuid.uuid4()
     runs = Runs([run])
@@ -762,6 +801,7 @@ async def test_a_duplicate_of_a_stop_under_another_event_id_does_each_effect_no_
         (None, False),  # Prefect does not know it
     ],
 )
+@in_virtual_time
 async def test_a_sweeps_proposal_is_made_only_while_the_run_is_active_on_the_task(
     state: RunState | None, proposed: bool
 ) -> None:
@@ -780,6 +820,7 @@ async def test_a_sweeps_proposal_is_made_only_while_the_run_is_active_on_the_tas
     assert stats.state_proposals == ({"ACCEPT": 1} if proposed else {})
 
 
+@in_virtual_time
 async def test_effects_that_are_done_are_not_kept_so_memory_does_not_grow_with_every_task_seen() -> None:
     run = uuid.uuid4()
     runs = Runs([run])

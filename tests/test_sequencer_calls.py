@@ -10,12 +10,11 @@ in virtual time (the waits are exact, whatever the machine's load).
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
 
 from ecs_observer import TaskStateChange, decode
 from ecs_observer.adapters.memory import MemoryTaskState
@@ -24,10 +23,10 @@ from ecs_observer.core.chain import Link
 from ecs_observer.core.task_record import STOPPED_RETENTION, TaskRecord
 from ecs_observer.pipeline.sequencer import Sequencer
 
-from .sim.clock import virtual
+from .sim.clock import EPOCH, in_virtual_time
 
 ARN = "arn:aws:ecs:us-east-1:123456789012:task/prefect/0123456789abcdef0123456789abcdef"
-START = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+START = EPOCH - timedelta(minutes=1)  # the virtual clock's wall time starts at EPOCH
 WINDOW = 0.3
 
 
@@ -54,19 +53,18 @@ class Counted(MemoryTaskState):
         return await super().settle(task_arn, link, expires)
 
 
-def in_virtual_time(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
-    @functools.wraps(test)
-    def run() -> None:
-        virtual(test)
-
-    return run
-
-
 def change(version: int, status: str = "RUNNING", event_id: uuid.UUID | None = None) -> TaskStateChange:
     body = state_change(ARN, status, version, START + timedelta(seconds=10 * version), event_id=event_id)
     decoded = decode(json.dumps(body))
     assert isinstance(decoded, TaskStateChange)
     return decoded
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (in virtual time) for `condition`, failing rather than spinning when it never comes."""
+    async with asyncio.timeout(WINDOW):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def started() -> tuple[Counted, Sequencer, TaskStateChange]:
@@ -133,8 +131,7 @@ async def test_a_change_before_its_predecessor_waits_pending_then_follows_it() -
     store, sequencer, first = await started()
     second, third = change(2, "PENDING"), change(3, "RUNNING")
     waiting = asyncio.create_task(sequencer.sequence(third))
-    while store.calls["record"] < 2:  # the third, recorded pending: the second can follow it while it waits
-        await asyncio.sleep(0.01)
+    await until(lambda: store.calls["record"] == 2)  # the third, recorded pending: the second can follow it
     pending = (await store.load([ARN]))[ARN].links
     assert [(link.version, link.pending) for link in pending] == [(1, False), (3, True)]
     assert not waiting.done()
@@ -178,7 +175,6 @@ async def test_a_later_change_returns_after_an_earlier_one_it_follows_pending() 
         order.append(c.version or 0)
 
     later = asyncio.create_task(sequenced(third))
-    while store.calls["record"] < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: store.calls["record"] == 2)
     await asyncio.wait_for(asyncio.gather(sequenced(second), later), timeout=5 * WINDOW)
     assert order == [2, 3]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import selectors
 import sys
 import time as _time
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Deadlock", "VirtualClock", "VirtualLoop", "reading", "virtual"]
+__all__ = ["Deadlock", "VirtualClock", "VirtualLoop", "in_virtual_time", "reading", "virtual"]
 
 # The wall-clock instant virtual time 0 stands for.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -162,3 +163,14 @@ def virtual(main: Callable[[], Awaitable[T]], clock: VirtualClock | None = None)
         loop.close()
     assert unhandled == [], unhandled
     return result
+
+
+def in_virtual_time(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """An async test run by `virtual` (its fixtures and parameters passed on): its waits are exact, whatever
+    the machine's load."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        virtual(lambda: test(*args, **kwargs))
+
+    return run
