@@ -93,3 +93,12 @@ def test_a_repair_whose_event_prefect_refuses_is_warned_about(monkeypatch: pytes
             world.prefect.invalid.update(sweep_event_id(task.arn, v) for v in range(1, len(task.statuses) + 1))
 
     assert _logged(monkeypatch, 9, refused)["sweep: flow run %s, stopped task %s: %s"]
+
+
+def test_a_replica_logs_its_summary_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The periodic `summary:` line (every 60 s) is how an operator reads the counts without `/metrics`."""
+
+    def nothing(world: World) -> None:
+        return None
+
+    assert _logged(monkeypatch, 5, nothing)["summary: %s"] >= 1

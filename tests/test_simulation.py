@@ -622,3 +622,21 @@ def test_shared_state_that_expires_sooner_or_later_than_documented_is_caught(mon
         with monkeypatch.context() as patch:
             patch.setattr(module, "expires_after", wrong)
             assert "state kept as long as documented" in {v.invariant for v in simulate(122).violations}
+
+
+def test_a_sweeps_repair_timed_as_a_forwarded_message_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`forward_latency` times each forwarded message from its event's time; a sweep's repair, which comes
+    minutes after the stop by design, is not one of them (it would make the latency alarm fire)."""
+    from ecs_observer.core.decision import Ack, Decision
+    from ecs_observer.pipeline.observer import Observer
+
+    apply = Observer._apply
+
+    async def sweep_timed(self: Observer, decision: Decision, *, event_first: bool = False) -> Any:
+        outcome = await apply(self, decision, event_first=event_first)
+        if event_first and isinstance(outcome, Ack):
+            self.stats.forward_latency.observe(0.0)
+        return outcome
+
+    monkeypatch.setattr(Observer, "_apply", sweep_timed)
+    assert "outcomes counted" in {v.invariant for v in simulate(89).violations}

@@ -221,6 +221,12 @@ def _outcomes(world: World) -> list[Violation]:
             else:
                 kinds["forwarded or deduplicated"] += 1
         stats = replica.stats
+        latencies = next(
+            s.value for m in stats.forward_latency.collect() for s in m.samples if s.name.endswith("_count")
+        )
+        if latencies != stats.forwarded:  # observed as each forwarded message is counted, in the same step
+            detail = f"{replica.name}: forward latency observed {latencies:.0f} times, forwarded {stats.forwarded}"
+            found.append(Violation("outcomes counted", detail))
         counted = {
             "ignored": stats.ignored,
             "filtered": stats.filtered,
