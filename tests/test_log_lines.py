@@ -8,6 +8,7 @@ unposted); these tests read only the log lines'. Each runs one small seed, in a 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -96,9 +97,21 @@ def test_a_repair_whose_event_prefect_refuses_is_warned_about(monkeypatch: pytes
 
 
 def test_a_replica_logs_its_summary_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The periodic `summary:` line (every 60 s) is how an operator reads the counts without `/metrics`."""
+    """The periodic `summary:` line (every 60 s) is how an operator reads the counts without `/metrics`,
+    the messages in flight among them."""
+    lines: list[str] = []
 
     def nothing(world: World) -> None:
         return None
 
+    check = LogContract.check
+
+    def kept(self: LogContract, record: logging.LogRecord, who: str = "") -> list[str]:
+        if record.msg == "summary: %s":
+            lines.append(record.getMessage())
+        return check(self, record, who)
+
+    monkeypatch.setattr(LogContract, "check", kept)
     assert _logged(monkeypatch, 5, nothing)["summary: %s"] >= 1
+    assert lines
+    assert all(re.search(r"\bin_flight=\d+\b", line) for line in lines), lines[:2]

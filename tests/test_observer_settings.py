@@ -1,4 +1,4 @@
-"""The settings the observer hands its parts, as the world sees them: a POST to Prefect's events route holds
+"""The settings the observer hands its parts, and what it counts, as the world sees them: a POST to Prefect's events route holds
 at most `batch_size` events and `batch_bytes` bytes (Prefect Cloud refuses a request over 5 MiB).
 
 The simulation's seeds keep the defaults (200 events, 1 MB), which no seed's burst reaches; here one backlog
@@ -8,11 +8,12 @@ each bound set low, and every other invariant must hold too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
 from tests.sim.run import simulate
-from tests.sim.scenario import draw
+from tests.sim.scenario import Delivery, draw
 from tests.sim.world import World
 
 
@@ -34,3 +35,15 @@ def test_a_post_holds_at_most_batch_size_events() -> None:
 def test_a_post_holds_at_most_batch_bytes() -> None:
     posts = _posts(batch_bytes=10_000)
     assert 7_000 < max(size for _, size in posts) <= 10_000  # filled up to the bound: about 750 bytes an event
+
+
+def test_each_message_of_no_tasks_change_is_counted_ignored() -> None:
+    """Three more EventBridge events that are no ECS task's change in a calm backlog (seed 1: one replica, no
+    SQS fault): `/metrics`' `ignored` counts each one deleted (the invariant holds it to the messages)."""
+    scenario = draw(1)
+    body = json.dumps({"detail-type": "Scheduled Event", "source": "aws.events"})
+    others = tuple(Delivery(1.0 + n, f"scheduled-{n}", body) for n in range(3))
+    worlds: list[World] = []
+    outcome = simulate(1, replace(scenario, deliveries=scenario.deliveries + others), worlds.append)
+    assert outcome.ok, outcome.violations[:3]
+    assert sum(replica.stats.ignored for replica in worlds[0].replicas) == 3
