@@ -1,5 +1,6 @@
-"""The settings the observer hands its parts, and what it counts, as the world sees them: a POST to Prefect's events route holds
-at most `batch_size` events and `batch_bytes` bytes (Prefect Cloud refuses a request over 5 MiB).
+"""The settings the observer hands its parts, and what it counts, as the world sees them: a POST to Prefect's
+events route holds at most `batch_size` events and `batch_bytes` bytes (Prefect Cloud refuses a request over
+5 MiB); each message of no task's change is counted as ignored.
 
 The simulation's seeds keep the defaults (200 events, 1 MB), which no seed's burst reaches; here one backlog
 (seed 32: 43 messages, one replica; its largest POST holds 26 events, 18.7 kB, with the defaults) runs with
