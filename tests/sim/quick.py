@@ -36,6 +36,9 @@ QUICK_SEEDS += (45, 1, 11, 5)
 # Deploys: a replica stopped with work in flight hands it back and calls nothing after its run (237, 221),
 # and a message arriving while two replicas stop is handled, not bounced into the dead-letter queue (392).
 QUICK_SEEDS += (237, 221, 392)
+# A sweep's effects wait for its event: beside it, a repair whose event post raised left a final run, never
+# swept again, without its event (161; tests/test_simulation.py).
+QUICK_SEEDS += (161,)
 
 # What `make mutation` mutates in its pipeline scope ([tool.mutation.pipeline] in pyproject.toml).
 SCOPE = ("ecs_observer/pipeline/", "ecs_observer/support/batcher.py")
