@@ -299,8 +299,9 @@ def _expiries(world: World) -> list[Violation]:
         return expires_after(task.statuses[version - 1], task.occurred(version))
 
     writes = world.store.expiries
+    tasks = {task.arn: task for task in world.scenario.tasks}
     for call, arn, what, expires in writes:
-        task = world.task(arn)
+        task = tasks[arn]
         if isinstance(what, Link):
             ok = what.version is None or expires == expires_after(task.statuses[what.version - 1], what.occurred)
         elif call == "once":
