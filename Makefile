@@ -53,7 +53,7 @@ simulate: $(STAMP)
 
 # Mutation testing, one mutmut run per scope of [tool.mutation] in pyproject.toml (tests/mutation.py): the pure
 # core against its pure tests and the quick seeds (minutes), the pipeline against the simulation's quick seeds
-# (tests/sim/quick.py; about 25 minutes on 2 cores).
+# (tests/sim/quick.py; about 15 minutes on 2 cores, the core about 5).
 # One line per scope, `mutation score <scope>: K of N killed = P%`; what survived, by module with its diff, in
 # build/mutation/<scope>/survivors.md. Not part of `make test`: it prints scores to read (docs/reliability.md).
 SCOPE ?= all
