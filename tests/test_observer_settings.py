@@ -18,13 +18,19 @@ from tests.sim.scenario import Delivery, draw
 from tests.sim.world import World
 
 
+def _world(seed: int, **changes: Any) -> World:
+    """The world of the seed's scenario with `changes` made to it, after a run in which every invariant held."""
+    scenario = draw(seed)
+    worlds: list[World] = []
+    outcome = simulate(seed, replace(scenario, **changes), worlds.append)
+    assert outcome.ok, outcome.violations[:3]
+    return worlds[0]
+
+
 def _posts(**settings: Any) -> list[tuple[int, int]]:
     """Each POST /events of the run (its events, their bytes), with the settings given."""
-    scenario = draw(32)
-    worlds: list[World] = []
-    outcome = simulate(32, replace(scenario, config=replace(scenario.config, **settings)), worlds.append)
-    assert outcome.ok, outcome.violations[:3]
-    return [post for replica in worlds[0].replicas for post in (replica.prefect.posts if replica.prefect else ())]
+    world = _world(32, config=replace(draw(32).config, **settings))
+    return [post for replica in world.replicas for post in (replica.prefect.posts if replica.prefect else ())]
 
 
 def test_a_post_holds_at_most_batch_size_events() -> None:
@@ -41,10 +47,7 @@ def test_a_post_holds_at_most_batch_bytes() -> None:
 def test_each_message_of_no_tasks_change_is_counted_ignored() -> None:
     """Three more EventBridge events that are no ECS task's change in a calm backlog (seed 1: one replica, no
     SQS fault): `/metrics`' `ignored` counts each one deleted (the invariant holds it to the messages)."""
-    scenario = draw(1)
     body = json.dumps({"detail-type": "Scheduled Event", "source": "aws.events"})
     others = tuple(Delivery(1.0 + n, f"scheduled-{n}", body) for n in range(3))
-    worlds: list[World] = []
-    outcome = simulate(1, replace(scenario, deliveries=scenario.deliveries + others), worlds.append)
-    assert outcome.ok, outcome.violations[:3]
-    assert sum(replica.stats.ignored for replica in worlds[0].replicas) == 3
+    world = _world(1, deliveries=draw(1).deliveries + others)
+    assert sum(replica.stats.ignored for replica in world.replicas) == 3

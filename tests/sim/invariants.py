@@ -256,12 +256,7 @@ def _rejections(world: World) -> list[Violation]:
         refused_one = tally["refused"] > 0 and not world.scenario.sweeps and calm
         if not 0 <= stats.invalid_events <= stats.rejected or (refused_one and not stats.invalid_events):
             found.append(Violation("rejections counted", invalid))
-        exact = (
-            replica.life.alive
-            and replica.stopped is None
-            and not tally["delete entries failed"]
-            and not (plan.sqs_error or plan.sqs_outage is not None or plan.prefect_gives_up)
-        )
+        exact = calm and not (tally["delete entries failed"] or plan.sqs_error or plan.sqs_outage is not None)
         ended = stats.deleted + stats.rejected
         if stats.rejected < 0 or ended > stats.received or (exact and ended != stats.received):
             found.append(Violation("rejections counted", where))
